@@ -1,0 +1,35 @@
+# revdistill: two commands set everything up on a fresh machine.
+#   make test       create/refresh .venv and run the whole test suite
+#   make dashboard  create/refresh .venv and serve the Voila dashboard on http://127.0.0.1:8866
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8866
+STAMP := $(VENV)/.revdistill-installed
+# torch 2.13.0 is the CPU wheel on machines without CUDA; keeps pip from pulling a multi-GB CUDA build.
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: test dashboard venv bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	if ! command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install -q "$(TORCH_PIN)"; fi
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+dashboard: $(STAMP)
+	@echo "revdistill dashboard: http://127.0.0.1:$(PORT)/"
+	cd notebooks && ../$(VENV)/bin/voila dashboard.ipynb --port=$(PORT) --no-browser --Voila.ip=127.0.0.1
+
+bench: $(STAMP)
+	$(PY) bench/fit.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache test-artifacts

@@ -1,0 +1,6 @@
+"""``python -m revdistill`` (also what ``torchrun -m revdistill`` runs)."""
+import sys
+
+from revdistill.cli import main
+
+sys.exit(main())

@@ -1,0 +1,114 @@
+"""Small shared helpers: array conversion, validation, and pickle-free npz files."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+
+def as_float_tensor(values: Any, name: str, device: str | torch.device | None = None) -> torch.Tensor:
+    """Return ``values`` (numpy or torch) as a floating torch tensor, without copying when possible."""
+    if isinstance(values, torch.Tensor):
+        tensor = values
+    elif isinstance(values, np.ndarray):
+        tensor = torch.from_numpy(np.ascontiguousarray(values))
+    else:
+        try:
+            tensor = torch.as_tensor(np.asarray(values))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{name} must be a numeric array, got {type(values).__name__}") from error
+    if not (tensor.is_floating_point() or tensor.dtype in (torch.int32, torch.int64)):
+        raise ValueError(f"{name} must hold real numbers, got dtype {tensor.dtype}")
+    if not tensor.is_floating_point():
+        tensor = tensor.to(torch.float64)
+    if device is not None:
+        tensor = tensor.to(device)
+    return tensor
+
+
+def check_finite(values: torch.Tensor | np.ndarray, name: str) -> None:
+    """Raise a ValueError naming the first row that holds NaN or infinity."""
+    if isinstance(values, np.ndarray):
+        bad_rows = np.flatnonzero(~np.isfinite(values).all(axis=-1)) if values.ndim > 1 else \
+            np.flatnonzero(~np.isfinite(values))
+        if bad_rows.size:
+            raise ValueError(f"{name} contains NaN or infinity (first bad row: {int(bad_rows[0])})")
+        return
+    finite = torch.isfinite(values)
+    if not bool(finite.all()):
+        rows = finite.all(dim=-1) if values.ndim > 1 else finite
+        first = int(torch.nonzero(~rows)[0, 0])
+        raise ValueError(f"{name} contains NaN or infinity (first bad row: {first})")
+
+
+def encode_meta(meta: Mapping[str, Any]) -> np.ndarray:
+    """JSON metadata as a uint8 array (npz-safe, no pickle)."""
+    return np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8).copy()
+
+
+def read_meta(state: Mapping[str, np.ndarray], format_name: str, version: int) -> dict[str, Any]:
+    """Decode the ``meta`` array of a saved state and check its format name and version."""
+    if "meta" not in state:
+        raise ValueError(f"not a {format_name} file: it has no 'meta' entry (keys: {sorted(state)[:8]})")
+    try:
+        meta = json.loads(np.asarray(state["meta"], dtype=np.uint8).tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"not a {format_name} file: its metadata is not valid JSON") from error
+    if meta.get("format") != format_name:
+        raise ValueError(f"not a {format_name} file: its metadata says format={meta.get('format')!r}")
+    if meta.get("version") != version:
+        raise ValueError(
+            f"{format_name} file version {meta.get('version')!r} is not supported by this revdistill "
+            f"(which reads version {version}); refit or convert it"
+        )
+    return meta
+
+
+def save_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> Path:
+    """Write an uncompressed npz atomically (temporary file, then rename)."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for key, value in arrays.items():
+        if np.asarray(value).dtype == object:
+            raise ValueError(f"refusing to save object array {key!r}: files must hold plain arrays")
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.savez(stream, **{key: np.asarray(value) for key, value in arrays.items()})
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Read every array of an npz with ``allow_pickle=False``; pickled payloads raise a clear error."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as stream:
+            head = stream.read(2)
+        if head[:1] == b"\x80":
+            raise ValueError(f"{path} is a pickle; revdistill only reads plain arrays (allow_pickle=False)")
+        raise ValueError(f"{path} is not a readable .npz file (not a zip archive)")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except ValueError as error:
+        if "pickle" in str(error).lower():
+            raise ValueError(
+                f"{path} holds pickled objects; revdistill only reads plain arrays (allow_pickle=False)"
+            ) from error
+        raise
+    except (OSError, EOFError) as error:
+        raise ValueError(f"{path} is not a readable .npz file: {error}") from error

@@ -1,0 +1,275 @@
+"""Streaming, mergeable first and second moments of per-residue embeddings.
+
+A :class:`Moments` holds, for the concatenation of several embedding *levels* (one per model of
+the ladder), the residue count, the mean and the centred scatter matrix
+``sum_i (z_i - mean)(z_i - mean)^T`` in float64. Chunks are accumulated with Chan et al.'s
+pairwise update, so shards computed on different GPUs or machines combine exactly
+(``a + b``, :meth:`Moments.merge`, :meth:`Moments.all_reduce`), and the whole reverse-distillation
+ladder can be fitted from one streaming pass without keeping residues in memory.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from revdistill._arrays import as_float_tensor, check_finite, encode_meta
+
+FORMAT_NAME = "revdistill-moments"
+FORMAT_VERSION = 1
+
+
+class Moments:
+    """Joint count, mean and centred scatter of several concatenated embedding levels.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Level names in ladder order (small to large), e.g. ``("8M", "35M")``.
+    dims : sequence of int
+        Feature dimension of each level, e.g. ``(320, 480)``.
+    device : str or torch.device, default="cpu"
+        Where the float64 accumulators live (``"cuda"`` for the GPU path).
+    chunk_size : int, default=65536
+        Rows processed at once by :meth:`update`; bounds the float64 working memory.
+
+    Attributes
+    ----------
+    count : int
+        Number of residues accumulated.
+    mean : torch.Tensor of shape (n_features,)
+        Mean of the concatenated levels, float64.
+    scatter : torch.Tensor of shape (n_features, n_features)
+        Centred sum of cross-products, float64; ``scatter / (count - 1)`` is the covariance.
+    """
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        dims: Sequence[int],
+        device: str | torch.device = "cpu",
+        chunk_size: int = 65536,
+    ) -> None:
+        names = tuple(str(name) for name in names)
+        dims = tuple(int(dim) for dim in dims)
+        if len(names) == 0:
+            raise ValueError("names must name at least one level, got an empty sequence")
+        if len(names) != len(dims):
+            raise ValueError(f"names has {len(names)} entries but dims has {len(dims)}; they must match")
+        if len(set(names)) != len(names):
+            raise ValueError(f"level names must be unique, got {names}")
+        if any(dim < 1 for dim in dims):
+            raise ValueError(f"every dim must be a positive integer, got {dims}")
+        if int(chunk_size) < 1:
+            raise ValueError(f"chunk_size={chunk_size} must be a positive integer")
+        self.names = names
+        self.dims = dims
+        self.device = torch.device(device)
+        self.chunk_size = int(chunk_size)
+        total = sum(dims)
+        self.count = 0
+        self.mean = torch.zeros(total, dtype=torch.float64, device=self.device)
+        self.scatter = torch.zeros(total, total, dtype=torch.float64, device=self.device)
+
+    # ------------------------------------------------------------------ layout
+    @property
+    def n_features(self) -> int:
+        """Total dimension of the concatenated levels."""
+        return sum(self.dims)
+
+    def slice_of(self, name: str) -> slice:
+        """Columns of level ``name`` in the concatenated layout."""
+        if name not in self.names:
+            raise ValueError(f"unknown level {name!r}; this Moments holds {list(self.names)}")
+        index = self.names.index(name)
+        start = sum(self.dims[:index])
+        return slice(start, start + self.dims[index])
+
+    # ------------------------------------------------------------------ updates
+    def update(self, levels: Mapping[str, Any]) -> "Moments":
+        """Accumulate one batch of residues given level by level.
+
+        Parameters
+        ----------
+        levels : mapping of str to array of shape (n_residues, dim)
+            One array per level, all with the same rows (the same residues), numpy or torch.
+        """
+        missing = [name for name in self.names if name not in levels]
+        extra = [name for name in levels if name not in self.names]
+        if missing or extra:
+            raise ValueError(
+                f"update() needs exactly the levels {list(self.names)}; missing {missing}, unexpected {extra}"
+            )
+        blocks = []
+        for name, dim in zip(self.names, self.dims):
+            block = as_float_tensor(levels[name], name=name, device=self.device)
+            if block.ndim != 2 or block.shape[1] != dim:
+                raise ValueError(f"level {name!r} must have shape (n, {dim}), got {tuple(block.shape)}")
+            blocks.append(block)
+        rows = {block.shape[0] for block in blocks}
+        if len(rows) != 1:
+            counts = {name: block.shape[0] for name, block in zip(self.names, blocks)}
+            raise ValueError(f"all levels must have the same number of rows (residues), got {counts}")
+        return self.update_concatenated(torch.cat(blocks, dim=1))
+
+    def update_concatenated(self, values: Any) -> "Moments":
+        """Accumulate residues whose levels are already concatenated, shape (n, n_features)."""
+        values = as_float_tensor(values, name="values", device=self.device)
+        if values.ndim != 2 or values.shape[1] != self.n_features:
+            raise ValueError(
+                f"values must have shape (n, {self.n_features}) for levels {list(self.names)}, "
+                f"got {tuple(values.shape)}"
+            )
+        for start in range(0, values.shape[0], self.chunk_size):
+            chunk = values[start : start + self.chunk_size].to(torch.float64)
+            check_finite(chunk, "values")
+            chunk_mean = chunk.mean(dim=0)
+            centred = chunk - chunk_mean
+            self._combine(chunk.shape[0], chunk_mean, centred.T @ centred)
+        return self
+
+    def _combine(self, count: int, mean: torch.Tensor, scatter: torch.Tensor) -> None:
+        """Chan et al.'s pairwise merge of (count, mean, scatter) into self."""
+        if count == 0:
+            return
+        if self.count == 0:
+            self.count = int(count)
+            self.mean = mean.clone()
+            self.scatter = scatter.clone()
+            return
+        total = self.count + count
+        delta = mean - self.mean
+        self.scatter = self.scatter + scatter + torch.outer(delta, delta) * (self.count * count / total)
+        self.mean = self.mean + delta * (count / total)
+        self.count = total
+
+    # ------------------------------------------------------------------ merging
+    def merge(self, other: "Moments") -> "Moments":
+        """Add another shard's moments into this one, in place, and return self."""
+        if not isinstance(other, Moments):
+            raise TypeError(f"can only merge Moments, got {type(other).__name__}")
+        if other.names != self.names or other.dims != self.dims:
+            raise ValueError(
+                f"cannot merge moments of levels {list(other.names)} {other.dims} into "
+                f"{list(self.names)} {self.dims}"
+            )
+        self._combine(other.count, other.mean.to(self.device), other.scatter.to(self.device))
+        return self
+
+    def __add__(self, other: "Moments") -> "Moments":
+        return self.copy().merge(other)
+
+    def copy(self) -> "Moments":
+        """A deep copy."""
+        clone = Moments(self.names, self.dims, device=self.device, chunk_size=self.chunk_size)
+        clone.count = self.count
+        clone.mean = self.mean.clone()
+        clone.scatter = self.scatter.clone()
+        return clone
+
+    def to(self, device: str | torch.device) -> "Moments":
+        """A copy whose accumulators live on ``device``."""
+        moved = self.copy()
+        moved.device = torch.device(device)
+        moved.mean = moved.mean.to(moved.device)
+        moved.scatter = moved.scatter.to(moved.device)
+        return moved
+
+    def all_reduce(self, group: Any = None) -> "Moments":
+        """Combine the moments of every rank of a ``torch.distributed`` group, in place.
+
+        Sums ``count``, ``count * mean`` and the uncentred second moment about the rank-0 mean,
+        which is exact in float64 up to rounding, then re-centres.
+        """
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            raise RuntimeError("all_reduce() needs an initialised torch.distributed process group")
+        # A common shift (rank 0's mean) keeps the uncentred sums well conditioned.
+        shift = self.mean.clone()
+        dist.broadcast(shift, src=0, group=group)
+        count = torch.tensor([float(self.count)], dtype=torch.float64, device=self.device)
+        delta = self.mean - shift
+        first = delta * self.count
+        second = self.scatter + torch.outer(delta, delta) * self.count
+        for tensor in (count, first, second):
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)
+        total = int(round(count.item()))
+        if total == 0:
+            return self
+        mean_delta = first / total
+        self.count = total
+        self.mean = shift + mean_delta
+        self.scatter = second - torch.outer(mean_delta, mean_delta) * total
+        return self
+
+    # ------------------------------------------------------------------ statistics
+    def covariance(self, ddof: int = 1) -> torch.Tensor:
+        """Covariance of the concatenated levels, shape (n_features, n_features), float64."""
+        if self.count - ddof <= 0:
+            raise ValueError(f"covariance needs more than ddof={ddof} residues, have {self.count}")
+        return self.scatter / (self.count - ddof)
+
+    def __repr__(self) -> str:
+        levels = ", ".join(f"{name}:{dim}" for name, dim in zip(self.names, self.dims))
+        return f"Moments(count={self.count}, levels=[{levels}], device={self.device})"
+
+    # ------------------------------------------------------------------ persistence
+    def to_state(self) -> dict[str, np.ndarray]:
+        """Plain arrays (no objects) describing these moments, for npz or HDF5."""
+        meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "names": list(self.names),
+                "dims": list(self.dims)}
+        return {
+            "meta": encode_meta(meta),
+            "count": np.asarray(self.count, dtype=np.int64),
+            "mean": self.mean.cpu().numpy(),
+            "scatter": self.scatter.cpu().numpy(),
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, np.ndarray], device: str | torch.device = "cpu") -> "Moments":
+        """Rebuild from :meth:`to_state`'s arrays, checking format, version and shapes."""
+        from revdistill._arrays import read_meta
+
+        meta = read_meta(state, FORMAT_NAME, FORMAT_VERSION)
+        moments = cls(meta["names"], meta["dims"], device=device)
+        total = moments.n_features
+        mean = np.asarray(state["mean"])
+        scatter = np.asarray(state["scatter"])
+        if mean.shape != (total,) or scatter.shape != (total, total):
+            raise ValueError(
+                f"moments arrays have shapes mean {mean.shape}, scatter {scatter.shape}; "
+                f"the metadata needs ({total},) and ({total}, {total})"
+            )
+        moments.count = int(np.asarray(state["count"]))
+        moments.mean = torch.as_tensor(mean, dtype=torch.float64, device=moments.device).clone()
+        moments.scatter = torch.as_tensor(scatter, dtype=torch.float64, device=moments.device).clone()
+        return moments
+
+    def save(self, path: str | Path) -> Path:
+        """Write to ``path`` as an uncompressed ``.npz`` of plain arrays."""
+        from revdistill._arrays import save_npz
+
+        return save_npz(path, self.to_state())
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Moments":
+        """Read a file written by :meth:`save`; pickled payloads are refused."""
+        from revdistill._arrays import load_npz
+
+        return cls.from_state(load_npz(path), device=device)
+
+    @classmethod
+    def from_arrays(cls, levels: Mapping[str, Any], device: str | torch.device = "cpu",
+                    chunk_size: int = 65536) -> "Moments":
+        """Moments of one set of per-residue arrays, given level by level in ladder order."""
+        names = list(levels)
+        dims = []
+        for name in names:
+            shape = getattr(levels[name], "shape", None)
+            if shape is None or len(shape) != 2:
+                raise ValueError(f"level {name!r} must be a 2-D array (n_residues, dim), got shape {shape}")
+            dims.append(int(shape[1]))
+        return cls(names, dims, device=device, chunk_size=chunk_size).update(levels)

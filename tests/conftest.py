@@ -1,0 +1,41 @@
+"""Shared fixtures."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PROTEINGYM_DIR = REPO_ROOT.parent / "shared" / "data" / "proteingym"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def proteingym_dir() -> Path:
+    """The real ProteinGym files beside the repository (read-only; never copied into it)."""
+    if not (PROTEINGYM_DIR / "reference_files" / "DMS_substitutions.csv").exists():
+        pytest.fail(f"the shared ProteinGym data is missing: expected it in {PROTEINGYM_DIR}")
+    return PROTEINGYM_DIR
+
+
+def make_levels(n_rows: int = 3000, dims=(24, 36, 52), latent: int = 30, seed: int = 0) -> dict[str, np.ndarray]:
+    """Correlated synthetic per-residue levels: a shared latent space seen through each model, plus
+    level-specific signal and noise, with non-zero means (like real embeddings)."""
+    rng = np.random.default_rng(seed)
+    shared = rng.normal(size=(n_rows, latent))
+    levels = {}
+    for index, dim in enumerate(dims):
+        own = rng.normal(size=(n_rows, 4)) @ rng.normal(size=(4, dim))
+        levels[f"L{index}"] = (shared @ rng.normal(size=(latent, dim)) * (1 + index) ** 0.5 + own
+                               + 0.3 * rng.normal(size=(n_rows, dim)) + rng.normal(size=dim))
+    return levels
+
+
+@pytest.fixture
+def levels() -> dict[str, np.ndarray]:
+    return make_levels()
