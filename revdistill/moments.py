@@ -70,6 +70,7 @@ class Moments:
         self.chunk_size = int(chunk_size)
         total = sum(dims)
         self.count = 0
+        self._shift: torch.Tensor | None = None
         self.mean = torch.zeros(total, dtype=torch.float64, device=self.device)
         self.scatter = torch.zeros(total, total, dtype=torch.float64, device=self.device)
 
@@ -123,11 +124,20 @@ class Moments:
                 f"got {tuple(values.shape)}"
             )
         for start in range(0, values.shape[0], self.chunk_size):
-            chunk = values[start : start + self.chunk_size].to(torch.float64)
-            check_finite(chunk, "values")
-            chunk_mean = chunk.mean(dim=0)
-            centred = chunk - chunk_mean
-            self._combine(chunk.shape[0], chunk_mean, centred.T @ centred)
+            chunk = values[start : start + self.chunk_size].to(torch.float64, copy=True)
+            count = chunk.shape[0]
+            if count == 0:
+                continue
+            if not bool(torch.isfinite(chunk.sum(dim=0)).all()):
+                check_finite(chunk, "values")
+            # Centre on a fixed shift (the first chunk's mean) so the float64 sums stay well
+            # conditioned, then convert each chunk to (count, mean, centred scatter) and merge.
+            if self._shift is None:
+                self._shift = chunk.mean(dim=0)
+            chunk.sub_(self._shift)
+            column_sum = chunk.sum(dim=0)
+            scatter = _gram(chunk) - torch.outer(column_sum, column_sum) / count
+            self._combine(count, self._shift + column_sum / count, scatter)
         return self
 
     def _combine(self, count: int, mean: torch.Tensor, scatter: torch.Tensor) -> None:
@@ -167,6 +177,7 @@ class Moments:
         clone.count = self.count
         clone.mean = self.mean.clone()
         clone.scatter = self.scatter.clone()
+        clone._shift = None if self._shift is None else self._shift.clone()
         return clone
 
     def to(self, device: str | torch.device) -> "Moments":
@@ -175,6 +186,7 @@ class Moments:
         moved.device = torch.device(device)
         moved.mean = moved.mean.to(moved.device)
         moved.scatter = moved.scatter.to(moved.device)
+        moved._shift = None if moved._shift is None else moved._shift.to(moved.device)
         return moved
 
     def all_reduce(self, group: Any = None) -> "Moments":
@@ -273,3 +285,25 @@ class Moments:
                 raise ValueError(f"level {name!r} must be a 2-D array (n_residues, dim), got shape {shape}")
             dims.append(int(shape[1]))
         return cls(names, dims, device=device, chunk_size=chunk_size).update(levels)
+
+
+_GRAM_BLOCK = 512
+
+
+def _gram(values: torch.Tensor) -> torch.Tensor:
+    """``values.T @ values`` computing only the lower block triangle (about half the work), then
+    mirroring it, so the result is exactly symmetric."""
+    n_features = values.shape[1]
+    if n_features <= _GRAM_BLOCK:
+        gram = values.T @ values
+        return (gram + gram.T) / 2
+    gram = torch.empty(n_features, n_features, dtype=values.dtype, device=values.device)
+    for start in range(0, n_features, _GRAM_BLOCK):
+        stop = min(start + _GRAM_BLOCK, n_features)
+        column_block = values[:, start:stop]
+        diagonal_block = column_block.T @ column_block
+        gram[start:stop, start:stop] = (diagonal_block + diagonal_block.T) / 2
+        if stop < n_features:
+            gram[stop:, start:stop] = values[:, stop:].T @ column_block
+            gram[start:stop, stop:] = gram[stop:, start:stop].T
+    return gram
