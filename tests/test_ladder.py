@@ -148,3 +148,17 @@ def test_naive_baseline_is_concat_pca(levels):
                     rtol=1e-9)
     # and, unlike reverse distillation, is not nested
     assert not np.allclose(out["L1"][:, :24], levels["L0"])
+
+
+def test_load_rejects_other_version(tmp_path, levels):
+    import json
+
+    path = DistillationLadder().fit(levels).save(tmp_path / "ladder.npz")
+    with np.load(path) as archive:
+        state = dict(archive)
+    meta = json.loads(state["meta"].tobytes())
+    meta["version"] = 2
+    state["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "v2.npz", **state)
+    with pytest.raises(ValueError, match="revdistill-ladder file version 2 is not supported"):
+        DistillationLadder.load(tmp_path / "v2.npz")

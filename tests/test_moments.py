@@ -109,3 +109,35 @@ def test_constructor_errors():
         Moments(["a", "b"], [3])
     with pytest.raises(ValueError, match="unique"):
         Moments(["a", "a"], [3, 4])
+
+
+def _all_reduce_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        from conftest import make_levels
+
+        levels = make_levels(n_rows=600, dims=(5, 7), latent=4, seed=11)
+        rows = slice(0, 100) if rank == 0 else slice(100, 600)
+        moments = Moments.from_arrays({k: v[rows] for k, v in levels.items()}).all_reduce()
+        moments.save(f"{out_dir}/rank{rank}.npz")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_all_reduce_across_two_gloo_ranks(tmp_path):
+    import sys
+
+    import torch.multiprocessing as mp
+
+    from conftest import make_levels
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    mp.spawn(_all_reduce_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    expected = Moments.from_arrays(make_levels(n_rows=600, dims=(5, 7), latent=4, seed=11))
+    for rank in range(2):
+        reduced = Moments.load(tmp_path / f"rank{rank}.npz")
+        assert reduced.count == 600
+        assert_allclose(reduced.mean.numpy(), expected.mean.numpy(), rtol=1e-12, atol=1e-12)
+        assert_allclose(reduced.scatter.numpy(), expected.scatter.numpy(), rtol=1e-10, atol=1e-10)
