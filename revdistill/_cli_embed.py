@@ -1,0 +1,130 @@
+"""``revdistill embed`` and ``revdistill fit``.
+
+``revdistill embed FASTA --models 8M,35M,150M --out STORE.h5 [--per-residue [IDS]] [--device cuda]
+[--dtype bf16]`` embeds every record not yet in the store (rerun the same command to resume).
+Under ``torchrun --nproc-per-node N -m revdistill embed ...`` the records are sharded across ranks
+(backend ``nccl`` for CUDA, ``gloo`` otherwise; each rank uses ``cuda:LOCAL_RANK``).
+
+``revdistill fit STORE.h5 --out LADDER.npz [--regressor pcr]`` fits the
+:class:`~revdistill.DistillationLadder` from the stored moments (no per-residue data needed).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers) -> None:
+    """Add the ``embed`` and ``fit`` subcommands."""
+    embed = subparsers.add_parser(
+        "embed", help="embed a FASTA file with several ESM-2 models into a resumable HDF5 store",
+        description="Embed every record of FASTA not yet in STORE with all models at once (same tokens), "
+                    "storing mean-pooled vectors and the joint per-residue moments for `revdistill fit`. "
+                    "Rerun the same command to resume after an interruption.")
+    embed.add_argument("fasta", type=Path, help="input FASTA file")
+    embed.add_argument("--models", default="8M",
+                       help="comma-separated models, small to large: 8M,35M,150M,650M,3B,15B, fair-esm names, "
+                            "or the untrained tiny family tiny-32,tiny-48,tiny-64 (default: 8M)")
+    embed.add_argument("--out", required=True, type=Path, help="HDF5 store to create or extend")
+    embed.add_argument("--per-residue", nargs="?", const="all", default=None, metavar="IDS",
+                       help="also store per-residue values: for all records, or for a comma-separated id list")
+    embed.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    embed.add_argument("--dtype", default=None, choices=("fp32", "bf16", "fp16"),
+                       help="weights/activations dtype (default: bf16 on CUDA, fp32 on CPU)")
+    embed.add_argument("--storage-dtype", default="float32", choices=("float32", "float16"),
+                       help="on-disk dtype of stored vectors (default: float32)")
+    embed.add_argument("--token-budget", type=int, default=None,
+                       help="max padded tokens per batch (default: 16384 on CUDA, 4096 on CPU)")
+    embed.add_argument("--long-sequences", default="window", choices=("window", "truncate", "error"),
+                       help="records over 1022 residues: overlapping windows merged (default), truncate, or error")
+    embed.add_argument("--weights-dir", type=Path, default=None,
+                       help="folder with esm2_*.pt checkpoints (default: torch hub cache)")
+    embed.add_argument("--download", action="store_true", help="let fair-esm download missing weights")
+    embed.add_argument("--flush-every", type=int, default=1024,
+                       help="records per atomic part file, the most a crash can lose (default: 1024)")
+    embed.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    embed.set_defaults(func=run_embed)
+
+    fit = subparsers.add_parser("fit", help="fit the reverse-distillation ladder from a store's moments",
+                                description="Fit a DistillationLadder from the joint moments in STORE.")
+    fit.add_argument("store", type=Path, help="HDF5 store written by `revdistill embed`")
+    fit.add_argument("--out", required=True, type=Path, help="ladder file to write (.npz)")
+    fit.add_argument("--regressor", default="pcr", choices=("pcr", "ridge", "ols"))
+    fit.add_argument("--alpha", type=float, default=1.0, help="ridge penalty (--regressor ridge)")
+    fit.set_defaults(func=run_fit)
+
+
+def _distributed_setup(device: str | None) -> tuple[str, bool]:
+    """Initialise torch.distributed under torchrun; return this rank's device and whether we did."""
+    import torch
+    import torch.distributed as dist
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if world_size <= 1 or dist.is_initialized():
+        return device, False
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.startswith("cuda"):
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(local_rank)
+        backend = "nccl"
+    else:
+        backend = "gloo"
+    dist.init_process_group(backend=backend)
+    return device, True
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    """Run ``revdistill embed``; return the exit status."""
+    from revdistill.embed import read_fasta
+    from revdistill.store import EmbeddingStore
+
+    records = read_fasta(args.fasta)
+    store = EmbeddingStore(args.out)
+    device, initialised = _distributed_setup(args.device)
+    dtype = args.dtype or ("bf16" if device.startswith("cuda") else "fp32")
+    per_residue: bool | list[str] = False
+    if args.per_residue == "all":
+        per_residue = True
+    elif args.per_residue:
+        per_residue = [item for item in args.per_residue.split(",") if item]
+    try:
+        import torch.distributed as dist
+
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        added = store.embed(records, models=args.models, device=device, dtype=dtype, per_residue=per_residue,
+                            storage_dtype=args.storage_dtype, weights_dir=args.weights_dir,
+                            download=args.download, token_budget=args.token_budget,
+                            long_sequences=args.long_sequences, flush_every=args.flush_every,
+                            progress=not args.no_progress and rank == 0)
+        if rank == 0:
+            info = store.info()
+            print(f"{args.out}: added {added} record(s); {info['n_records']} records, "
+                  f"{info['n_residues']} residues, models {','.join(info['models'])}")
+    finally:
+        if initialised:
+            dist.destroy_process_group()
+    return 0
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    """Run ``revdistill fit``; return the exit status."""
+    from revdistill import DistillationLadder
+    from revdistill.store import EmbeddingStore
+
+    if not args.store.is_file():
+        raise FileNotFoundError(f"store {args.store} does not exist; create it with `revdistill embed`")
+    moments = EmbeddingStore(args.store).moments()
+    ladder = DistillationLadder(regressor=args.regressor, alpha=args.alpha).fit_moments(moments)
+    path = ladder.save(args.out)
+    print(f"{path}: ladder {' -> '.join(ladder.level_names_)} fitted on {moments.count} residues")
+    for row in ladder.diagnostics():
+        print(f"  {row['small']} -> {row['large']}: r2={row['r2']:.3f} "
+              f"regression components={row['n_regression_components']} "
+              f"residual variance kept={row['residual_explained_variance_ratio']:.3f}")
+    return 0

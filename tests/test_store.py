@@ -1,0 +1,177 @@
+"""The HDF5 embedding store: round trip, resume after kill -9, idempotent merging, clear errors."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from revdistill.embed import LadderEmbedder
+from revdistill.models import tiny_ladder
+from revdistill.store import EmbeddingStore, sequence_hash
+
+MODELS = ("tiny-32", "tiny-48", "tiny-64")
+AMINO = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def random_records(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    rng = np.random.default_rng(seed)
+    return [(f"p{i}", "".join(rng.choice(AMINO, rng.integers(10, 70)))) for i in range(n)]
+
+
+def reference(records):
+    return LadderEmbedder(tiny_ladder(), progress=False).run(records, per_residue=True)
+
+
+def assert_store_matches(store: EmbeddingStore, records, expected) -> None:
+    ids = store.ids()
+    assert sorted(ids) == sorted(record_id for record_id, _ in records)  # nothing lost, nothing twice
+    position = {record_id: index for index, record_id in enumerate(expected.ids)}
+    order = [position[record_id] for record_id in ids]
+    for model in MODELS:
+        pooled_ids, pooled = store.pooled(model)
+        assert pooled_ids == ids
+        np.testing.assert_allclose(pooled, expected.pooled[model][order], rtol=1e-5, atol=1e-6)
+    moments = store.moments()
+    assert moments.names == MODELS and moments.count == expected.moments.count
+    torch.testing.assert_close(moments.mean, expected.moments.mean, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(moments.scatter, expected.moments.scatter, rtol=1e-6, atol=1e-4)
+    assert store.sequence_hashes() == {record_id: sequence_hash(seq) for record_id, seq in records}
+    np.testing.assert_array_equal(store.lengths(), [len(dict(records)[record_id]) for record_id in ids])
+
+
+def test_round_trip_and_resume_computes_only_missing_records(tmp_path):
+    records = random_records(30)
+    store = EmbeddingStore(tmp_path / "s.h5")
+    assert not store.exists() and len(store) == 0
+    assert store.embed(records[:12], models=MODELS, flush_every=5, per_residue=["p3"], progress=False) == 12
+    assert store.embed(records, models=list(MODELS), flush_every=5, per_residue=["p3", "p20"],
+                       progress=False) == 18
+    assert store.embed(records, models="tiny-32,tiny-48,tiny-64", progress=False) == 0
+    expected = reference(records)
+    assert_store_matches(store, records, expected)
+    assert store.per_residue_ids() == ["p3", "p20"]
+    np.testing.assert_allclose(store.per_residue("tiny-48", "p20"), expected.per_residue["tiny-48"]["p20"],
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(KeyError, match="no per-residue values stored for record 'p4'"):
+        store.per_residue("tiny-48", "p4")
+    assert store.info()["dims"] == [32, 48, 64] and store.models() == list(MODELS)
+    assert not list(store.parts_dir.glob("*.h5"))  # all parts merged and removed
+
+
+def test_kill_9_mid_run_then_rerun_loses_and_duplicates_nothing(tmp_path):
+    records = random_records(40, seed=1)
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text("".join(f">{record_id}\n{sequence}\n" for record_id, sequence in records))
+    path = tmp_path / "killed.h5"
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(f"""
+        import time, torch
+        from revdistill.embed import LadderEmbedder, read_fasta
+        from revdistill.store import EmbeddingStore
+        torch.set_num_threads(1)
+        forward = LadderEmbedder._forward
+        def slow_forward(self, tokens):  # a slow model, so the kill lands mid-run
+            time.sleep(0.05)
+            return forward(self, tokens)
+        LadderEmbedder._forward = slow_forward
+        EmbeddingStore({str(path)!r}).embed(read_fasta({str(fasta)!r}), models={MODELS!r},
+                                             flush_every=3, progress=False)
+    """))
+    process = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE)
+    parts_dir = tmp_path / "killed.h5.parts"
+    deadline = time.monotonic() + 60
+    while len(list(parts_dir.glob("part-*.h5"))) < 2:
+        assert process.poll() is None, process.stderr.read().decode()
+        assert time.monotonic() < deadline, "no part file appeared"
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    done_before = sum(len(h5py.File(part, "r")["ids"]) for part in parts_dir.glob("part-*.h5"))
+    assert 0 < done_before < len(records)
+
+    store = EmbeddingStore(path)
+    with pytest.raises(FileNotFoundError, match="holds only part files of an interrupted run"):
+        store.ids()  # readers never write; the parts are merged by the next writer
+    (parts_dir / ".part-x-r0-000009.h5.tmp").write_bytes(b"half written")  # what a kill leaves behind
+    added = store.embed(records, models=MODELS, flush_every=3, progress=False)  # the same command again
+    assert not list(parts_dir.iterdir())
+    assert added == len(records) - done_before
+    assert_store_matches(store, records, reference(records))
+
+
+def test_a_part_merged_before_a_crash_is_not_counted_twice(tmp_path):
+    records = random_records(8, seed=2)
+    store = EmbeddingStore(tmp_path / "s.h5")
+    store.embed(records[:4], models=MODELS, progress=False)
+    run = store.embed  # write parts for the rest without merging them, then keep a copy of one
+    store.consolidate = lambda: 0
+    run(records, models=MODELS, flush_every=2, progress=False)
+    del store.consolidate
+    parts = sorted(store.parts_dir.glob("part-*.h5"))
+    assert len(parts) == 2
+    kept = tmp_path / "copy.h5"
+    shutil.copy(parts[0], kept)
+    assert store.consolidate() == 2
+    shutil.copy(kept, parts[0])  # as if the process died between os.replace and deleting the parts
+    assert store.consolidate() == 0 and not parts[0].exists()
+    assert_store_matches(store, records, reference(records))
+
+
+def test_float16_storage_and_changed_inputs(tmp_path):
+    records = random_records(6, seed=3)
+    store = EmbeddingStore(tmp_path / "half.h5")
+    store.embed(records, models=MODELS[:2], storage_dtype="float16", per_residue=True, progress=False)
+    with h5py.File(store.path) as handle:
+        assert handle["pooled/tiny-32"].dtype == np.float16
+    expected = LadderEmbedder(tiny_ladder(MODELS[:2]), progress=False).run(records)
+    ids, pooled = store.pooled("tiny-32")
+    assert pooled.dtype == np.float32
+    np.testing.assert_allclose(pooled, expected.pooled["tiny-32"], rtol=2e-3, atol=2e-3)
+    with pytest.raises(ValueError, match="record 'p1' is already stored with a different sequence"):
+        store.embed([("p1", "MKVLA")], models=MODELS[:2], storage_dtype="float16", progress=False)
+    with pytest.raises(ValueError, match=r"holds models \['tiny-32', 'tiny-48'\]; asked for \['tiny-32'\]"):
+        store.embed(records, models=["tiny-32"], storage_dtype="float16", progress=False)
+    with pytest.raises(ValueError, match="created with storage_dtype='float16'"):
+        store.embed(records, models=MODELS[:2], progress=False)
+    with pytest.raises(ValueError, match=r"model 'tiny-64' is not in this store"):
+        store.pooled("tiny-64")
+    with pytest.raises(ValueError, match="storage_dtype='int8' must be one of"):
+        EmbeddingStore(tmp_path / "other.h5").embed(records, models=MODELS, storage_dtype="int8")
+
+
+def test_corrupt_and_foreign_files_are_clear_errors(tmp_path):
+    corrupt = tmp_path / "corrupt.h5"
+    corrupt.write_bytes(b"\x89HDF\r\n\x1a\n" + os.urandom(2000))
+    with pytest.raises(ValueError, match="is not a readable HDF5 file"):
+        EmbeddingStore(corrupt)
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as handle:
+        handle["x"] = np.arange(3)
+    with pytest.raises(ValueError, match="is an HDF5 file but not a revdistill embedding store"):
+        EmbeddingStore(foreign)
+    future = tmp_path / "future.h5"
+    with h5py.File(future, "w") as handle:
+        handle.attrs["format"] = "revdistill-embedding-store"
+        handle.attrs["version"] = 99
+    with pytest.raises(ValueError, match="has store format version 99"):
+        EmbeddingStore(future)
+    with pytest.raises(FileNotFoundError, match="does not exist yet"):
+        EmbeddingStore(tmp_path / "new.h5").pooled("tiny-32")
