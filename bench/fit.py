@@ -80,6 +80,8 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=65536)
     parser.add_argument("--skip-reference", action="store_true", help="time ours only (e.g. 1M x 2560->5120 on a GPU)")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--precisions", default="float64,float32",
+                        help="Moments precisions to time, comma-separated (float64 is exact)")
     args = parser.parse_args()
     dims = [int(d) for d in args.dims.split(",")]
     levels = synthetic_levels(args.n_residues, dims, device=args.device)
@@ -87,32 +89,41 @@ def main() -> None:
 
     print(f"device={args.device} ({torch.cuda.get_device_name() if args.device.startswith('cuda') else 'CPU'}), "
           f"threads={torch.get_num_threads()}, residues={args.n_residues:,}, dims={dims}")
-    ours_times = []
-    for _ in range(args.repeats):
-        sync()
-        start = time.perf_counter()
-        moments = Moments(list(levels), dims, device=args.device, chunk_size=args.chunk_size).update(levels)
-        ladder = DistillationLadder(regressor="pcr").fit_moments(moments)
-        sync()
-        ours_times.append(time.perf_counter() - start)
-    ours_time = min(ours_times)
-    rows = [("revdistill (joint fp64 moments + eigh)", ours_time)]
-    difference = float("nan")
+    ladders, rows = {}, []
+    for precision in args.precisions.split(","):
+        times = []
+        for _ in range(args.repeats):
+            sync()
+            start = time.perf_counter()
+            moments = Moments(list(levels), dims, device=args.device, chunk_size=args.chunk_size,
+                              precision=precision).update(levels)
+            ladders[precision] = DistillationLadder(regressor="pcr").fit_moments(moments)
+            sync()
+            times.append(time.perf_counter() - start)
+        rows.append((f"revdistill, {precision} moments + eigh", min(times), precision))
+    ladder = ladders[rows[0][2]]
+    outputs = {}
     if not args.skip_reference:
         start = time.perf_counter()
         theirs = reference_ladder(levels)
-        reference_time = time.perf_counter() - start
-        rows.append(("reference way (SVD + LinearRegression + IncrementalPCA)", reference_time))
-        ours = ladder.transform({k: v.cpu().numpy().astype(np.float64) for k, v in levels.items()}).values
-        difference = sign_aligned_max_difference(ours, theirs)
-        scale = float(np.max(np.abs(ours)))
-    print(f"\n| method | fit time (s) | residues/s |\n|---|---|---|")
-    for name, seconds in rows:
-        print(f"| {name} | {seconds:.2f} | {args.n_residues / seconds:,.0f} |")
-    if not args.skip_reference:
-        print(f"\nspeed-up (reference / ours): {rows[1][1] / ours_time:.1f}x")
-        print(f"max |difference| of nested outputs (sign-aligned): {difference:.3g} "
-              f"(max |value| {scale:.3g}; relative {difference / scale:.2g})")
+        rows.append(("reference way (SVD + LinearRegression + IncrementalPCA)", time.perf_counter() - start, None))
+        as_numpy = {k: v.cpu().numpy().astype(np.float64) for k, v in levels.items()}
+        outputs = {precision: ladders[precision].transform(as_numpy).values for precision in ladders}
+    reference_time = rows[-1][1] if not args.skip_reference else None
+    print("\n| method | fit time (s) | residues/s | speed-up vs reference | max abs diff vs reference (sign-aligned) |")
+    print("|---|---|---|---|---|")
+    for name, seconds, precision in rows:
+        speedup = f"{reference_time / seconds:.1f}x" if reference_time else "-"
+        if precision is not None and outputs:
+            diff = sign_aligned_max_difference(outputs[precision], theirs)
+            scale = float(np.max(np.abs(outputs[precision])))
+            diff_text = f"{diff:.2g} (relative {diff / scale:.1g})"
+        else:
+            diff_text = "-"
+        print(f"| {name} | {seconds:.2f} | {args.n_residues / seconds:,.0f} | {speedup} | {diff_text} |")
+    if len(outputs) > 1:
+        first, second = list(outputs.values())[:2]
+        print(f"\nmax |float64 - float32| of our nested outputs: {np.max(np.abs(first - second)):.2g}")
     for row in ladder.diagnostics():
         print(f"step {row['small']} -> {row['large']}: R2={row['r2']:.3f}, PCR components "
               f"{row['n_regression_components']}/{row['d_small']}, residual variance kept "

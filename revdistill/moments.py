@@ -19,6 +19,7 @@ from revdistill._arrays import as_float_tensor, check_finite, encode_meta
 
 FORMAT_NAME = "revdistill-moments"
 FORMAT_VERSION = 1
+_PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
 
 
 class Moments:
@@ -34,6 +35,11 @@ class Moments:
         Where the float64 accumulators live (``"cuda"`` for the GPU path).
     chunk_size : int, default=65536
         Rows processed at once by :meth:`update`; bounds the float64 working memory.
+    precision : {"float64", "float32"}, default="float64"
+        Arithmetic of each chunk's cross-products. Chunks are always combined in float64.
+        ``"float32"`` roughly doubles CPU throughput; chunks are then capped at 8192 rows so the
+        rounding (about 1e-6 relative) stays far below the sampling error of any covariance
+        estimated from that many residues. The default is exact to float64 rounding.
 
     Attributes
     ----------
@@ -51,6 +57,7 @@ class Moments:
         dims: Sequence[int],
         device: str | torch.device = "cpu",
         chunk_size: int = 65536,
+        precision: str = "float64",
     ) -> None:
         names = tuple(str(name) for name in names)
         dims = tuple(int(dim) for dim in dims)
@@ -67,7 +74,10 @@ class Moments:
         self.names = names
         self.dims = dims
         self.device = torch.device(device)
+        if precision not in _PRECISIONS:
+            raise ValueError(f"precision={precision!r} is not supported; choose one of {tuple(_PRECISIONS)}")
         self.chunk_size = int(chunk_size)
+        self.precision = precision
         total = sum(dims)
         self.count = 0
         self._shift: torch.Tensor | None = None
@@ -123,8 +133,10 @@ class Moments:
                 f"values must have shape (n, {self.n_features}) for levels {list(self.names)}, "
                 f"got {tuple(values.shape)}"
             )
-        for start in range(0, values.shape[0], self.chunk_size):
-            chunk = values[start : start + self.chunk_size].to(torch.float64, copy=True)
+        work_dtype = _PRECISIONS[self.precision]
+        step = self.chunk_size if work_dtype == torch.float64 else min(self.chunk_size, 8192)
+        for start in range(0, values.shape[0], step):
+            chunk = values[start : start + step].to(work_dtype, copy=True)
             count = chunk.shape[0]
             if count == 0:
                 continue
@@ -133,11 +145,12 @@ class Moments:
             # Centre on a fixed shift (the first chunk's mean) so the float64 sums stay well
             # conditioned, then convert each chunk to (count, mean, centred scatter) and merge.
             if self._shift is None:
-                self._shift = chunk.mean(dim=0)
-            chunk.sub_(self._shift)
-            column_sum = chunk.sum(dim=0)
-            scatter = _gram(chunk) - torch.outer(column_sum, column_sum) / count
-            self._combine(count, self._shift + column_sum / count, scatter)
+                self._shift = chunk.to(torch.float64).mean(dim=0)
+            shift = self._shift.to(work_dtype)
+            chunk.sub_(shift)
+            column_sum = chunk.sum(dim=0, dtype=torch.float64)
+            scatter = _gram(chunk).to(torch.float64) - torch.outer(column_sum, column_sum) / count
+            self._combine(count, shift.to(torch.float64) + column_sum / count, scatter)
         return self
 
     def _combine(self, count: int, mean: torch.Tensor, scatter: torch.Tensor) -> None:
@@ -173,7 +186,8 @@ class Moments:
 
     def copy(self) -> "Moments":
         """A deep copy."""
-        clone = Moments(self.names, self.dims, device=self.device, chunk_size=self.chunk_size)
+        clone = Moments(self.names, self.dims, device=self.device, chunk_size=self.chunk_size,
+                        precision=self.precision)
         clone.count = self.count
         clone.mean = self.mean.clone()
         clone.scatter = self.scatter.clone()

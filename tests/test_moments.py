@@ -141,3 +141,13 @@ def test_all_reduce_across_two_gloo_ranks(tmp_path):
         assert reduced.count == 600
         assert_allclose(reduced.mean.numpy(), expected.mean.numpy(), rtol=1e-12, atol=1e-12)
         assert_allclose(reduced.scatter.numpy(), expected.scatter.numpy(), rtol=1e-10, atol=1e-10)
+
+
+def test_float32_precision_is_close_to_float64(levels):
+    exact = Moments.from_arrays(levels)
+    fast = Moments(list(levels), [v.shape[1] for v in levels.values()], precision="float32").update(levels)
+    assert fast.scatter.dtype == torch.float64
+    scale = exact.covariance().abs().max().item()
+    assert (fast.covariance() - exact.covariance()).abs().max().item() < 1e-5 * scale
+    with pytest.raises(ValueError, match="precision='float16' is not supported"):
+        Moments(["a"], [2], precision="float16")
