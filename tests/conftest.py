@@ -39,3 +39,23 @@ def make_levels(n_rows: int = 3000, dims=(24, 36, 52), latent: int = 30, seed: i
 @pytest.fixture
 def levels() -> dict[str, np.ndarray]:
     return make_levels()
+
+
+AMINO_ACIDS = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
+
+
+def random_records(n: int, low: int = 5, high: int = 80, seed: int = 0, prefix: str = "seq") -> list[tuple[str, str]]:
+    """``n`` random protein records ``(f"{prefix}{i}", sequence)`` with lengths in [low, high)."""
+    rng = np.random.default_rng(seed)
+    return [(f"{prefix}{i}", "".join(rng.choice(AMINO_ACIDS, rng.integers(low, high)))) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread (and the test box is shared); restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -17,12 +17,7 @@ from revdistill.store import EmbeddingStore
 DEMO = Path(str(resources.files("revdistill") / "data" / "demo.fasta"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def cli(*argv) -> int:

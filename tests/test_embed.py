@@ -20,21 +20,11 @@ from revdistill.embed import (
 )
 from revdistill.models import tiny_esm2, tiny_ladder
 
-AMINO = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
+from conftest import random_records
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and the test box is shared); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
-
-def random_records(n: int, low: int = 5, high: int = 80, seed: int = 0) -> list[tuple[str, str]]:
-    rng = np.random.default_rng(seed)
-    return [(f"seq{i}", "".join(rng.choice(AMINO, rng.integers(low, high)))) for i in range(n)]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def rel_error(got, ref) -> float:

@@ -18,21 +18,16 @@ from revdistill.embed import LadderEmbedder
 from revdistill.models import tiny_ladder
 from revdistill.store import EmbeddingStore, sequence_hash
 
+from conftest import random_records as make_records
+
 MODELS = ("tiny-32", "tiny-48", "tiny-64")
-AMINO = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def random_records(n: int, seed: int = 0) -> list[tuple[str, str]]:
-    rng = np.random.default_rng(seed)
-    return [(f"p{i}", "".join(rng.choice(AMINO, rng.integers(10, 70)))) for i in range(n)]
+    return make_records(n, low=10, high=70, seed=seed, prefix="p")
 
 
 def reference(records):
