@@ -26,7 +26,7 @@ test: $(STAMP)
 
 dashboard: $(STAMP)
 	@echo "revdistill dashboard: http://127.0.0.1:$(PORT)/"
-	cd notebooks && ../$(VENV)/bin/voila dashboard.ipynb --port=$(PORT) --no-browser --Voila.ip=127.0.0.1
+	cd notebooks && REVDISTILL_PROTEINGYM_DIR="$${REVDISTILL_PROTEINGYM_DIR:-$$(cd ../../shared/data/proteingym 2>/dev/null && pwd)}" ../$(VENV)/bin/voila dashboard.ipynb --port=$(PORT) --no-browser --Voila.ip=127.0.0.1
 
 bench: $(STAMP)
 	$(PY) bench/fit.py

@@ -1,0 +1,29 @@
+"""Voila dashboard: one ipywidget builder per panel, plus the app that composes them.
+
+Data flow: :mod:`.data` (what to embed) -> :mod:`.workspace` (embeddings, ladder, nested, curves; no
+widgets) -> the panels (:mod:`.models_panel`, :mod:`.decomposition_panel`, :mod:`.slicer_panel`,
+:mod:`.umap_panel`, :mod:`.scaling_panel`) sharing one :class:`~.state.DashboardState` -> :mod:`.app`.
+
+Helpers: :mod:`.curves` and :mod:`.prefix_probe` precompute what the slicer and scaling panels show,
+:mod:`.widgets` builds figures and the error box, :mod:`.serving` makes Voila ship plotly's widget code
+once per page. Importing this package imports nothing heavy; ``ipywidgets`` and ``plotly`` load with
+the builders.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["build_app", "DashboardState"]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the public builders lazily (keeps ``import revdistill.dashboard`` cheap)."""
+    if name == "build_app":
+        from .app import build_app  # noqa: PLC0415
+
+        return build_app
+    if name == "DashboardState":
+        from .state import DashboardState  # noqa: PLC0415
+
+        return DashboardState
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,464 @@
+"""Two-dimensional views of nested embeddings: PCA (instant) and UMAP (cached on disk).
+
+Data flow: a :class:`~revdistill.nested.NestedEmbedding` (or any ``(n_samples, n_features)`` array)
+-> :func:`subspace` picks a prefix or a level's block -> :func:`pca_view` or :func:`umap_view`
+-> ``(n_samples, 2)`` coordinates for plotting.
+
+``umap-learn`` is imported lazily: its first import compiles numba code (about 25 s) and each fresh
+process pays about a minute more on its first fits. :func:`start_warm_up` runs :func:`warm_up_umap` on
+a tiny input in a background thread so that the first real UMAP is fast. UMAP results are cached in
+``.npz`` files keyed by a hash of the input bytes and the parameters (read with ``allow_pickle=False``).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "cached_umap_view",
+    "content_hash",
+    "default_cache_dir",
+    "pca_view",
+    "subspace",
+    "umap_ready",
+    "umap_view",
+    "enable_numba_disk_cache",
+    "file_lock",
+    "on_warm_up_done",
+    "start_warm_up",
+    "warm_up_umap",
+]
+
+_CACHE_VERSION = 1
+_WARM_UP_DONE = threading.Event()
+_WARM_UP_LOCK = threading.Lock()
+_WARM_UP_THREAD: threading.Thread | None = None
+
+
+def default_cache_dir() -> Path:
+    """Folder for cached UMAP coordinates.
+
+    Returns
+    -------
+    pathlib.Path
+        ``$REVDISTILL_CACHE/umap`` when that variable is set, else ``~/.cache/revdistill/umap``.
+    """
+    root = os.environ.get("REVDISTILL_CACHE")
+    base = Path(root) if root else Path.home() / ".cache" / "revdistill"
+    return base / "umap"
+
+
+def _as_2d_float(values: Any, argument: str = "values") -> np.ndarray:
+    """Return ``values`` as a finite C-contiguous float32/float64 matrix, or raise ``ValueError``."""
+    if hasattr(values, "detach"):  # torch tensor
+        values = values.detach().cpu().numpy()
+    array = np.asarray(values)
+    if array.ndim != 2:
+        raise ValueError(f"{argument} must be 2-D (n_samples, n_features), got shape {array.shape}")
+    if array.shape[0] < 2 or array.shape[1] < 1:
+        raise ValueError(f"{argument} needs at least 2 rows and 1 column, got shape {array.shape}")
+    if array.dtype not in (np.float32, np.float64):
+        array = array.astype(np.float64)
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{argument} contains NaN or inf")
+    return np.ascontiguousarray(array)
+
+
+def content_hash(values: np.ndarray, **params: Any) -> str:
+    """Hash of an array's bytes, shape, dtype and keyword parameters.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        The array to hash.
+    **params
+        JSON-serialisable parameters that change the result (for example ``n_neighbors``).
+
+    Returns
+    -------
+    str
+        A 64-character hexadecimal SHA-256 digest.
+    """
+    array = np.ascontiguousarray(values)
+    digest = hashlib.sha256()
+    header = {"shape": list(array.shape), "dtype": array.dtype.str, "v": _CACHE_VERSION, "params": params}
+    digest.update(json.dumps(header, sort_keys=True).encode())
+    digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def subspace(nested: Any, *, prefix: int | None = None, block: str | None = None) -> np.ndarray:
+    """Columns of a nested embedding: a prefix ``[:, :k]`` or one level's block.
+
+    Parameters
+    ----------
+    nested : NestedEmbedding
+        Nested embedding with ``prefix(k)`` and ``block(name)``.
+    prefix : int, optional
+        Number of leading dimensions to keep.
+    block : str, optional
+        Level name whose block (the dimensions that level adds) to return.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_samples, k)`` or ``(n_samples, block_width)``.
+    """
+    if (prefix is None) == (block is None):
+        raise ValueError(f"pass exactly one of prefix= or block=, got prefix={prefix!r}, block={block!r}")
+    if prefix is not None:
+        return np.asarray(nested.prefix(int(prefix)))
+    return np.asarray(nested.block(block))
+
+
+def _flip_signs(components: np.ndarray) -> np.ndarray:
+    """Make the largest-magnitude loading of each component positive (scikit-learn's ``svd_flip``)."""
+    rows = np.arange(components.shape[0])
+    signs = np.sign(components[rows, np.argmax(np.abs(components), axis=1)])
+    signs[signs == 0] = 1.0
+    return components * signs[:, None]
+
+
+def pca_view(values: Any, n_components: int = 2) -> np.ndarray:
+    """Project onto the top principal components, with deterministic signs.
+
+    Parameters
+    ----------
+    values : array-like, shape (n_samples, n_features)
+        Points to project.
+    n_components : int, default=2
+        Number of output coordinates. When it exceeds ``n_features`` the extra columns are zero.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_samples, n_components)
+        float64 coordinates; the same input gives the same bytes.
+    """
+    array = _as_2d_float(values).astype(np.float64, copy=False)
+    if n_components < 1:
+        raise ValueError(f"n_components={n_components} must be >= 1")
+    centred = array - array.mean(axis=0)
+    n_features = centred.shape[1]
+    kept = min(n_components, n_features)
+    if n_features <= 2048:
+        covariance = centred.T @ centred
+        eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+        components = eigenvectors[:, ::-1][:, :kept].T
+    else:
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        components = vt[:kept]
+    coords = centred @ _flip_signs(components).T
+    if kept < n_components:
+        coords = np.hstack([coords, np.zeros((coords.shape[0], n_components - kept))])
+    return coords
+
+
+def _import_umap():
+    """Import umap-learn lazily (its first import compiles numba code)."""
+    try:
+        import umap  # noqa: PLC0415
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "UMAP views need umap-learn: pip install 'revdistill[dashboard]' (or umap-learn)"
+        ) from error
+    return umap
+
+
+def _fit_umap(array: np.ndarray, n_neighbors: int, min_dist: float, random_state: int) -> np.ndarray:
+    """Fit UMAP on ``array`` and return its 2-D embedding as float32."""
+    umap = _import_umap()
+    reducer = umap.UMAP(
+        n_components=2,
+        n_neighbors=min(n_neighbors, array.shape[0] - 1),
+        min_dist=min_dist,
+        random_state=random_state,
+        n_jobs=1,
+        low_memory=True,
+    )
+    return np.asarray(reducer.fit_transform(array), dtype=np.float32)
+
+
+def umap_view(
+    values: Any,
+    *,
+    n_neighbors: int = 15,
+    min_dist: float = 0.1,
+    random_state: int = 0,
+    pca_dims: int | None = 50,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+) -> np.ndarray:
+    """UMAP coordinates of ``values``, read from or written to an on-disk cache.
+
+    Parameters
+    ----------
+    values : array-like, shape (n_samples, n_features)
+        Points to embed (at least 4 rows).
+    n_neighbors : int, default=15
+        UMAP neighbourhood size (clipped to ``n_samples - 1``).
+    min_dist : float, default=0.1
+        UMAP ``min_dist``.
+    random_state : int, default=0
+        Seed; UMAP is deterministic given it (and runs single-threaded).
+    pca_dims : int or None, default=50
+        When ``n_features`` exceeds it, reduce to that many principal components first (faster
+        neighbour search; the usual practice). ``None`` keeps all features.
+    cache_dir : str or Path, optional
+        Cache folder; default :func:`default_cache_dir`.
+    use_cache : bool, default=True
+        Read and write the cache.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_samples, 2)
+        float32 coordinates.
+    """
+    array = _as_2d_float(values)
+    if array.shape[0] < 4:
+        raise ValueError(f"UMAP needs at least 4 points, got {array.shape[0]}")
+    if n_neighbors < 2:
+        raise ValueError(f"n_neighbors={n_neighbors} must be >= 2")
+    path = _cache_path(array, cache_dir, n_neighbors=n_neighbors, min_dist=min_dist,
+                       random_state=random_state, pca_dims=pca_dims)
+    if use_cache:
+        coords = _read_cache(path, array.shape[0])
+        if coords is not None:
+            return coords
+    reduced = array
+    if pca_dims is not None and array.shape[1] > pca_dims:
+        reduced = pca_view(array, n_components=pca_dims)
+    start = time.perf_counter()
+    coords = _fit_umap(reduced.astype(np.float32), n_neighbors, min_dist, random_state)
+    logger.info("UMAP of %d x %d took %.1f s", *array.shape, time.perf_counter() - start)
+    if use_cache:
+        _write_atomically(path, coords)
+    return coords
+
+
+def cached_umap_view(
+    values: Any,
+    *,
+    n_neighbors: int = 15,
+    min_dist: float = 0.1,
+    random_state: int = 0,
+    pca_dims: int | None = 50,
+    cache_dir: str | Path | None = None,
+) -> np.ndarray | None:
+    """The cached result :func:`umap_view` would return for these arguments, or None (no fitting).
+
+    Parameters
+    ----------
+    values, n_neighbors, min_dist, random_state, pca_dims, cache_dir
+        As for :func:`umap_view`.
+
+    Returns
+    -------
+    numpy.ndarray of shape (n_samples, 2), or None
+    """
+    array = _as_2d_float(values)
+    path = _cache_path(array, cache_dir, n_neighbors=n_neighbors, min_dist=min_dist,
+                       random_state=random_state, pca_dims=pca_dims)
+    return _read_cache(path, array.shape[0])
+
+
+def _cache_path(array: np.ndarray, cache_dir: str | Path | None, **params: Any) -> Path:
+    """Cache file of ``array`` with ``params``."""
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return folder / f"umap-{content_hash(array, **params)}.npz"
+
+
+def _read_cache(path: Path, n_samples: int) -> np.ndarray | None:
+    """Coordinates stored at ``path`` when present and of the right shape."""
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as stored:
+        coords = stored["coords"]
+    if coords.shape != (n_samples, 2):
+        logger.warning("ignoring UMAP cache file %s with shape %s", path, coords.shape)
+        return None
+    logger.info("UMAP cache hit %s", path.name)
+    return coords
+
+
+def _write_atomically(path: Path, coords: np.ndarray) -> None:
+    """Write ``coords`` to ``path`` via a temporary file and rename (safe for concurrent kernels)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.npz")
+    np.savez(temporary, coords=coords)
+    os.replace(temporary, path)
+
+
+def enable_numba_disk_cache(packages: tuple[str, ...] = ("umap", "pynndescent")) -> int:
+    """Turn on numba's on-disk cache for the jitted functions of umap-learn and pynndescent.
+
+    Most of them are compiled without ``cache=True``, so every new kernel recompiles them (about a
+    minute on 2 cores). With the cache on, the first process writes the machine code next to the
+    sources (or under ``$NUMBA_CACHE_DIR``) and later kernels load it: the warm-up drops from about
+    78 s to about 30 s here. Functions numba cannot cache are left as they are.
+
+    Parameters
+    ----------
+    packages : tuple of str
+        Top-level packages whose already-imported modules are scanned.
+
+    Returns
+    -------
+    int
+        Number of dispatchers switched to disk caching.
+    """
+    import sys  # noqa: PLC0415
+
+    from numba.core.caching import FunctionCache  # noqa: PLC0415
+    from numba.core.registry import CPUDispatcher  # noqa: PLC0415
+
+    switched = 0
+    for name, module in list(sys.modules.items()):
+        if module is None or name.split(".")[0] not in packages:
+            continue
+        for value in list(vars(module).values()):
+            if isinstance(value, CPUDispatcher) and not isinstance(value._cache, FunctionCache):
+                try:
+                    value.enable_caching()
+                except Exception:  # noqa: BLE001 - some dispatchers cannot be cached; skip them
+                    continue
+                switched += 1
+    return switched
+
+
+def warm_up_umap(n_samples: int = 300, n_features: int = 16, persist: bool = True) -> float:
+    """Compile UMAP's numba code paths on a tiny random input.
+
+    Runs both the exact neighbour search (used below 4,096 points) and the approximate one
+    (pynndescent, used above), then the layout optimisation, so the first real fit is fast.
+
+    Parameters
+    ----------
+    n_samples, n_features : int
+        Size of the random warm-up input.
+    persist : bool, default=True
+        Call :func:`enable_numba_disk_cache` first, so later processes start faster.
+
+    Returns
+    -------
+    float
+        Seconds spent.
+    """
+    start = time.perf_counter()
+    umap = _import_umap()
+    if persist:
+        from numba.core.errors import NumbaWarning  # noqa: PLC0415
+
+        # Functions numba cannot cache warn once each; that is expected, not the user's concern.
+        warnings.filterwarnings("ignore", category=NumbaWarning)
+        enable_numba_disk_cache()
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((n_samples, n_features)).astype(np.float32)
+    for force_approximation in (True, False):
+        umap.UMAP(
+            n_neighbors=15, random_state=0, n_jobs=1, low_memory=True, n_epochs=20,
+            force_approximation_algorithm=force_approximation,
+        ).fit_transform(data)
+    _WARM_UP_DONE.set()
+    seconds = time.perf_counter() - start
+    logger.info("UMAP warm-up took %.1f s", seconds)
+    return seconds
+
+
+_WARM_UP_CALLBACKS: list = []
+
+
+def on_warm_up_done(callback) -> None:
+    """Call ``callback()`` once UMAP is warm: now if it already is, else from the warm-up thread."""
+    with _WARM_UP_LOCK:
+        if not _WARM_UP_DONE.is_set():
+            _WARM_UP_CALLBACKS.append(callback)
+            return
+    callback()
+
+
+def _run_warm_up_callbacks() -> None:
+    with _WARM_UP_LOCK:
+        callbacks = list(_WARM_UP_CALLBACKS)
+        _WARM_UP_CALLBACKS.clear()
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:  # noqa: BLE001 - a listener's failure must not stop the others
+            logger.exception("UMAP warm-up callback failed")
+
+
+def _warm_up_in_background(nice: int) -> None:
+    """Thread body: lower this thread's CPU priority, then warm up; log failures."""
+    if nice and hasattr(os, "setpriority"):
+        try:  # On Linux, priority is per thread: only the warm-up yields to interactive work.
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        except OSError:  # pragma: no cover - platform dependent
+            pass
+    try:
+        with file_lock(default_cache_dir() / ".warm-up.lock"):
+            warm_up_umap()
+        _run_warm_up_callbacks()
+    except Exception:  # noqa: BLE001 - a failed warm-up must not kill the kernel; UMAP reports later
+        logger.exception("UMAP warm-up failed")
+
+
+@contextlib.contextmanager
+def file_lock(path: Path):
+    """Hold an exclusive ``flock`` on ``path`` (across processes, e.g. several dashboard kernels).
+
+    Used so that kernels warm up one after another (the first fills numba's disk cache, the next
+    ones load most of it) and so that two visitors never write one embedding store at once.
+    Without ``fcntl`` (not POSIX) the lock is a no-op.
+    """
+    try:
+        import fcntl  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def start_warm_up(nice: int = 19) -> threading.Thread:
+    """Start :func:`warm_up_umap` in a daemon thread (once per process).
+
+    Parameters
+    ----------
+    nice : int, default=19
+        Niceness added to the warm-up thread on Linux, so interactive work keeps the CPU.
+
+    Returns
+    -------
+    threading.Thread
+        The warm-up thread (the same one on repeated calls).
+    """
+    global _WARM_UP_THREAD
+    with _WARM_UP_LOCK:
+        if _WARM_UP_THREAD is None:
+            _WARM_UP_THREAD = threading.Thread(
+                target=_warm_up_in_background, args=(nice,), name="revdistill-umap-warm-up", daemon=True
+            )
+            _WARM_UP_THREAD.start()
+        return _WARM_UP_THREAD
+
+
+def umap_ready() -> bool:
+    """Whether :func:`warm_up_umap` has finished in this process."""
+    return _WARM_UP_DONE.is_set()
