@@ -88,10 +88,10 @@ def _wait_http(url: str, timeout: float) -> None:
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
-def _wait_log(path: Path, text: str, timeout: float) -> float:
+def _wait_log(path: Path, text: str, timeout: float, count: int = 1) -> float:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
-        if text in path.read_text(errors="replace"):
+        if path.read_text(errors="replace").count(text) >= count:
             return time.monotonic() - start
         time.sleep(0.5)
     raise TimeoutError(f"{text!r} not in the Voila log after {timeout} s:\n{path.read_text()[-3000:]}")
@@ -118,8 +118,14 @@ def server(tmp_path_factory):
         _wait_http(f"http://127.0.0.1:{port}/voila/static/voila.js", 60)
         # A preheated kernel is ready when it has run the notebook and compiled UMAP (it logs that).
         _wait_log(log, "UMAP warm-up took", 240)
+        first_warm = time.monotonic() - started
+        # Visitors meet a server that has been up a little while: every pooled kernel warm (a kernel
+        # still compiling numba holds the GIL and delays its widget callbacks; measured separately).
+        pool_size = json.loads((REPO / "notebooks" / "voila.json").read_text())["VoilaConfiguration"][
+            "default_pool_size"]
+        _wait_log(log, "UMAP warm-up took", 300, count=pool_size)
         yield {"url": f"http://127.0.0.1:{port}/", "log": log, "tmp": tmp,
-               "first_kernel_warm_s": time.monotonic() - started}
+               "first_kernel_warm_s": first_warm, "pool_warm_s": time.monotonic() - started}
     finally:
         process.terminate()
         try:
@@ -137,37 +143,41 @@ def browser():
 
 
 # -- page helpers -------------------------------------------------------------------------------
-JS_FIGURE = """([panel, trace]) => {
-  const gd = document.querySelectorAll('.rd-panel')[panel].querySelector('.js-plotly-plot');
+JS_FIGURE = """([panel, trace, plot]) => {
+  const gd = document.querySelectorAll('.rd-panel')[panel].querySelectorAll('.js-plotly-plot')[plot];
   if (!gd || !gd.data || !gd.data[trace]) return null;
   const x = gd.data[trace].x || [];
   return {n: x.length, head: Array.from(x).slice(0, 3).map(Number), sum: Array.from(x).reduce((a, b) => a + Number(b), 0)};
 }"""
 
 JS_SLIDER_LATENCY = """async ([key, expected]) => {
-  const gd = document.querySelectorAll('.rd-panel')[2].querySelector('.js-plotly-plot');
-  const before = gd.data[5].x;
+  // live: the quality figure's k marker redrawn; view: the 5,000-point PCA scatter of prefix(k) redrawn
+  const plots = document.querySelectorAll('.rd-panel')[2].querySelectorAll('.js-plotly-plot');
+  const live = plots[0], view = plots[1];
+  const before = view.data[0].x;
   const handle = document.querySelector('.rd-slider .noUi-handle');
   const frame = () => new Promise(r => requestAnimationFrame(() => r()));
   const t0 = performance.now();
+  let liveMs = null;
   handle.dispatchEvent(new KeyboardEvent('keydown', {key: key, bubbles: true, cancelable: true}));
-  while (!(gd.data[4].x[0] === expected && gd.data[5].x !== before)) {
-    if (performance.now() - t0 > 10000) return -1;
-    await frame();
+  while (liveMs === null || view.data[0].x === before) {
+    if (performance.now() - t0 > 10000) return [-1, -1];
+    if (liveMs === null && live.data[4].x[0] === expected) { await frame(); liveMs = performance.now() - t0; }
+    else await frame();
   }
   await frame();
-  return performance.now() - t0;
+  return [liveMs, performance.now() - t0];
 }"""
 
 
-def figure(page, panel: str, trace: int):
-    return page.evaluate(JS_FIGURE, [PANEL[panel], trace])
+def figure(page, panel: str, trace: int, plot: int = 0):
+    return page.evaluate(JS_FIGURE, [PANEL[panel], trace, plot])
 
 
-def wait_figure_change(page, panel: str, trace: int, before, timeout: float = 60.0):
+def wait_figure_change(page, panel: str, trace: int, before, timeout: float = 60.0, plot: int = 0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        now = figure(page, panel, trace)
+        now = figure(page, panel, trace, plot)
         if now is not None and now != before and now["n"] > 0:
             return now
         time.sleep(0.05)
@@ -226,7 +236,8 @@ def scroll_to(page, panel: str) -> None:
 
 # -- the test ------------------------------------------------------------------------------------
 def test_dashboard_in_browser(server, browser, tmp_path):
-    timings: dict[str, object] = {"server_start_to_first_warm_kernel_s": round(server["first_kernel_warm_s"], 2)}
+    timings: dict[str, object] = {"server_start_to_first_warm_kernel_s": round(server["first_kernel_warm_s"], 2),
+                                  "server_start_to_warm_pool_s": round(server["pool_warm_s"], 2)}
     try:
         _drive(server, browser, tmp_path, timings)
     finally:
@@ -254,7 +265,7 @@ def _drive(server, browser, tmp_path, timings: dict[str, object]) -> None:
     chooser.value.set_files(str(csv_path))
     page.wait_for_function("document.querySelector('.rd-upload').innerText.includes('(1)')")
     before = {name: figure(page, name, 0) for name in ("decomposition", "slicer")}
-    slicer_scatter = figure(page, "slicer", 5)
+    slicer_scatter = figure(page, "slicer", 0, plot=1)
     start = time.perf_counter()
     page.click(".rd-compute")
     wait_ready(page, 300)
@@ -262,7 +273,7 @@ def _drive(server, browser, tmp_path, timings: dict[str, object]) -> None:
     assert_no_error(page)
     for name in ("decomposition", "slicer"):
         wait_figure_change(page, name, 0, before[name])
-    scatter = wait_figure_change(page, "slicer", 5, slicer_scatter)
+    scatter = wait_figure_change(page, "slicer", 0, slicer_scatter, plot=1)
     assert scatter["n"] == N_VARIANTS
     umap_pca = wait_figure_change(page, "umap", 0, None)
     assert umap_pca["n"] == N_VARIANTS
@@ -271,14 +282,18 @@ def _drive(server, browser, tmp_path, timings: dict[str, object]) -> None:
 
     # slider: alternate Home / End (each swaps the 5,000-point view) and single steps
     scroll_to(page, "slicer")
-    latencies = []
+    live_ms, view_ms = [], []
     for key, expected in [("Home", 1), ("End", 64), ("Home", 1), ("End", 64), ("ArrowLeft", 63),
                           ("Home", 1), ("End", 64), ("Home", 1), ("End", 64), ("Home", 1)]:
-        latency = page.evaluate(JS_SLIDER_LATENCY, [key, expected])
-        assert latency > 0, f"slider key {key} did not redraw"
-        latencies.append(round(latency, 1))
-    timings["slider_redraw_ms"] = latencies
-    timings["slider_redraw_median_ms"] = float(np.median(latencies))
+        live, view = page.evaluate(JS_SLIDER_LATENCY, [key, expected])
+        assert live > 0 and view > 0, f"slider key {key} did not redraw"
+        live_ms.append(round(live, 1))
+        view_ms.append(round(view, 1))
+        page.wait_for_timeout(300)  # a person pressing keys; lets the throttled view settle
+    timings["slider_redraw_ms"] = live_ms
+    timings["slider_redraw_median_ms"] = float(np.median(live_ms))
+    timings["slider_view_5000_points_ms"] = view_ms
+    timings["slider_view_5000_points_median_ms"] = float(np.median(view_ms))
     shot(page, "03-slider", "slicer")
     assert_no_error(page)
 
@@ -309,7 +324,7 @@ def _drive(server, browser, tmp_path, timings: dict[str, object]) -> None:
     wait_text(page, ".rd-scaling-status", "probes done", 300)
     timings["scaling_curves_s"] = round(time.perf_counter() - start, 2)
     wait_figure_change(page, "scaling", 0, before_scaling)
-    assert page.locator("a[download='revdistill-scaling.csv']").count() == 1
+    page.wait_for_selector("a[download='revdistill-scaling.csv']", state="attached", timeout=30_000)
     assert_no_error(page)
     shot(page, "05-scaling", "scaling")
     leave(page)

@@ -66,7 +66,7 @@ def test_compute_publishes_a_workspace_and_fills_every_figure(app):
     assert workspace.nested.boundaries == (32, 48, 64)
     assert_allclose(workspace.nested.prefix(32), workspace.pooled["tiny-32"], atol=1e-5)
     assert len(app.decomposition.figure.data[0].y) == 2  # two ladder steps
-    assert len(trace_x(app.slicer.figure, 5)) == n
+    assert len(trace_x(app.slicer.view_figure, 0)) == n
     assert len(trace_x(app.umap.figure, 0)) == n
     assert app.models.status.value.endswith("Ready.")
     assert app.models.progress.value == 1.0 and not app.models.compute.disabled
@@ -84,11 +84,35 @@ def test_second_compute_reads_the_store(app):
 # -- slicer -----------------------------------------------------------------------------------------
 def test_slider_moves_the_marker_and_swaps_the_view(app):
     panel = app.slicer
-    before = trace_x(panel.figure, 5).copy()
+    before = trace_x(panel.view_figure, 0).copy()
     panel.slider.value = 1
     assert list(panel.figure.data[4].x) == [1, 1]
-    assert not np.allclose(trace_x(panel.figure, 5), before)
+    assert not np.allclose(trace_x(panel.view_figure, 0), before)
     assert "k = 1" in panel.readout.value
+
+
+def test_view_redraws_are_throttled_inside_an_event_loop(app):
+    """In a kernel (an event loop runs), slider moves within VIEW_INTERVAL_S coalesce into one
+    scheduled redraw that shows the last k; the live marker follows every move."""
+    import asyncio
+
+    from revdistill.dashboard import slicer_panel
+
+    panel = app.slicer
+    curves = panel.curves
+
+    async def drag() -> None:
+        for k in (15, 22, 38, 56):
+            panel.slider.value = k
+            assert list(panel.figure.data[4].x) == [k, k]
+        assert panel._view_timer is not None and panel._pending_view == 56
+        await asyncio.sleep(slicer_panel.VIEW_INTERVAL_S + 0.1)
+
+    panel.slider.value = 10  # outside a loop: shown at once
+    asyncio.run(drag())
+    assert panel._view_timer is None and panel._pending_view is None
+    expected = curves.views[curves.grid_index(56)]
+    assert_allclose(trace_x(panel.view_figure, 0), expected[0])
 
 
 def test_slider_snaps_to_a_nearby_boundary_when_dragged(app):

@@ -1,12 +1,17 @@
 """Panel 3, the Matryoshka slicer: a slider over ``k`` that snaps to level boundaries.
 
-Everything the slider shows is precomputed by :func:`~.curves.slicer_curves`; moving it only moves a
-marker and swaps one precomputed ``(n, 2)`` array into the scatter, so a redraw stays well under
-200 ms at 5,000 points.
+Everything the slider shows is precomputed by :func:`~.curves.slicer_curves`. Moving it redraws the
+*live* figure at once (the marker on the quality curves; the readout): that is cheap whatever the
+number of rows. The PCA view of ``prefix(k)`` swaps one precomputed ``(n, 2)`` array into a
+5,000-point WebGL scatter, which costs a browser far more to redraw; it lives in its own figure and
+is throttled (at most one redraw per :data:`VIEW_INTERVAL_S`, always ending on the last ``k``), so a
+drag never queues up redraws and the live figure never waits for it.
 """
 from __future__ import annotations
 
+import asyncio
 import html
+import time
 from typing import Any
 
 import ipywidgets as widgets
@@ -19,7 +24,9 @@ from .widgets import figure_widget, section_title
 __all__ = ["SlicerPanel", "build_slicer_panel", "snap_to_boundary"]
 
 MARKER_TRACE = 4
-SCATTER_TRACE = 5
+SCATTER_TRACE = 0
+#: Minimum seconds between two redraws of the PCA view while the slider moves.
+VIEW_INTERVAL_S = 0.25
 
 
 def snap_to_boundary(k: int, previous: int, boundaries: tuple[int, ...], fraction: float = 0.03) -> int:
@@ -46,9 +53,8 @@ def snap_to_boundary(k: int, previous: int, boundaries: tuple[int, ...], fractio
 def _configure_axes(figure: Any, names: list[dict[str, Any]], target: str) -> None:
     for name in names:
         figure.add_annotation(name)
-    figure.update_xaxes(title_text="k (dimensions kept)", row=1, col=1)
-    figure.update_yaxes(range=[-0.05, 1.05], title_text=f"probe target: {target}" if target else None,
-                        row=1, col=1)
+    figure.update_xaxes(title_text="k (dimensions kept)")
+    figure.update_yaxes(range=[-0.05, 1.05], title_text=f"probe target: {target}" if target else None)
 
 
 class SlicerPanel:
@@ -60,8 +66,10 @@ class SlicerPanel:
     slider : ipywidgets.IntSlider
         ``k`` in ``1..D``.
     figure : plotly.graph_objects.FigureWidget
-        Left: probe Spearman (reverse-distilled prefix, ESM-2 truncated), nearest-neighbour agreement
-        and cosine vs ``k``, with a marker at ``k``. Right: PCA of ``prefix(k)`` coloured by the target.
+        The live figure: probe Spearman (reverse-distilled prefix, ESM-2 truncated), nearest-neighbour
+        agreement and cosine vs ``k``, with a marker at ``k``.
+    view_figure : plotly.graph_objects.FigureWidget
+        PCA of ``prefix(k)`` coloured by the target (throttled redraws).
     readout : ipywidgets.HTML
         The values at ``k``.
     """
@@ -70,14 +78,18 @@ class SlicerPanel:
         self.state = state
         self.curves: SlicerCurves | None = None
         self._last = 1  # previous slider value, to tell a drag (snapped) from a single step
+        self._pending_view: int | None = None
+        self._last_view_time = float("-inf")
+        self._view_timer: asyncio.TimerHandle | None = None
         self.slider = self._make_slider(None)
         self.readout = widgets.HTML("<span class='rd-hint'>Press Compute to slice an embedding.</span>")
-        self.figure = self._make_figure(None, None)
+        self.figure = self._make_figure(None)
+        self.view_figure = self._make_view_figure(None, None)
         self.widget = widgets.VBox([
             section_title("3 · Matryoshka slicer",
                           "Keep the first k dimensions of the reverse-distilled embedding; the slider "
                           "snaps to level boundaries."),
-            self.slider, self.readout, self.figure,
+            self.slider, self.readout, widgets.HBox([self.figure, self.view_figure]),
         ])
         self.widget.add_class("rd-panel")
         state.on_workspace(self.update)
@@ -92,51 +104,62 @@ class SlicerPanel:
         return slider
 
     @staticmethod
-    def _make_figure(curves: SlicerCurves | None, table: Any) -> Any:
-        """The slicer figure, built with all its data (full embedding selected)."""
+    def _make_figure(curves: SlicerCurves | None) -> Any:
+        """The live figure (quality of prefix(k) and the k marker), built with all its data."""
         import plotly.graph_objects as go  # noqa: PLC0415
 
         empty: list[float] = []
         if curves is None:
-            ks = rd = esm = nn = dims = cosine = marker = view_x = view_y = colors = empty
-            labels: list[str] = []
+            ks = rd = esm = nn = dims = cosine = marker = marker_y = empty
             target, shapes, names = "", [], []
-            marker_y = empty
         else:
             full = int(curves.boundaries[-1])
             ks, rd, esm, nn = curves.ks, curves.spearman_rd, curves.spearman_esm, curves.nn_agreement
             dims, cosine = np.arange(1, full + 1), curves.cosine
             marker, marker_y = [full, full], [-0.05, 1.05]
-            view_x, view_y = curves.views[-1, 0], curves.views[-1, 1]
             target = curves.target
-            colors = table[target].to_numpy(dtype=np.float64)
-            labels = table["label"].astype(str).tolist()
             shapes = [{"type": "line", "x0": b, "x1": b, "y0": 0, "y1": 1, "xref": "x", "yref": "paper",
                        "line": {"color": "#999", "dash": "dot", "width": 1}} for b in curves.boundaries]
             names = [{"x": b, "y": 1.0, "xref": "x", "yref": "y", "text": name, "showarrow": False,
                       "yanchor": "bottom", "font": {"size": 10, "color": "#666"}}
                      for b, name in zip(curves.boundaries, curves.names)]
-        figure = figure_widget(
-            [(go.Scatter(name="probe ρ, reverse-distilled prefix", x=ks, y=rd, mode="lines+markers",
-                         line={"color": "#E45756"}), 1, 1),
-             (go.Scatter(name="probe ρ, ESM-2 truncated", x=ks, y=esm, mode="lines+markers",
-                         line={"color": "#4C78A8"}), 1, 1),
-             (go.Scatter(name="kNN agreement with full", x=ks, y=nn, mode="lines",
-                         line={"color": "#54A24B", "dash": "dot"}), 1, 1),
-             (go.Scatter(name="cosine(prefix, full)", x=dims, y=cosine, mode="lines",
-                         line={"color": "#B279A2", "dash": "dash"}), 1, 1),
-             (go.Scatter(name="k", x=marker, y=marker_y, mode="lines", line={"color": "black", "width": 2},
-                         showlegend=False, hoverinfo="skip"), 1, 1),
-             (go.Scattergl(name="rows", x=view_x, y=view_y, mode="markers", showlegend=False, text=labels,
-                           marker={"size": 4, "colorscale": "Viridis", "showscale": True, "color": colors,
-                                   "colorbar": {"x": 1.02, "len": 0.8, "title": {"text": target}}},
-                           hovertemplate="%{text}<extra></extra>"), 1, 2)],
-            {"height": 420, "legend": {"orientation": "h", "y": -0.2}, "shapes": shapes},
-            rows=1, cols=2, subplot_titles=("Quality of prefix(k)", "PCA of prefix(k)"),
-            column_widths=[0.55, 0.45],
+        return figure_widget(
+            [go.Scatter(name="probe ρ, reverse-distilled prefix", x=ks, y=rd, mode="lines+markers",
+                        line={"color": "#E45756"}),
+             go.Scatter(name="probe ρ, ESM-2 truncated", x=ks, y=esm, mode="lines+markers",
+                        line={"color": "#4C78A8"}),
+             go.Scatter(name="kNN agreement with full", x=ks, y=nn, mode="lines",
+                        line={"color": "#54A24B", "dash": "dot"}),
+             go.Scatter(name="cosine(prefix, full)", x=dims, y=cosine, mode="lines",
+                        line={"color": "#B279A2", "dash": "dash"}),
+             go.Scatter(name="k", x=marker, y=marker_y, mode="lines", line={"color": "black", "width": 2},
+                        showlegend=False, hoverinfo="skip")],
+            {"height": 440, "width": 620, "title": {"text": "Quality of prefix(k)"},
+             "legend": {"orientation": "h", "y": -0.25}, "shapes": shapes},
             configure=lambda figure: _configure_axes(figure, names, target),
         )
-        return figure
+
+    @staticmethod
+    def _make_view_figure(curves: SlicerCurves | None, table: Any) -> Any:
+        """The PCA view of prefix(k), full embedding selected, built with all its data."""
+        import plotly.graph_objects as go  # noqa: PLC0415
+
+        if curves is None:
+            view_x = view_y = colors = []
+            labels: list[str] = []
+            target = ""
+        else:
+            view_x, view_y = curves.views[-1, 0], curves.views[-1, 1]
+            target = curves.target
+            colors = table[target].to_numpy(dtype=np.float64)
+            labels = table["label"].astype(str).tolist()
+        return figure_widget(
+            [go.Scattergl(name="rows", x=view_x, y=view_y, mode="markers", showlegend=False, text=labels,
+                          marker={"size": 4, "colorscale": "Viridis", "showscale": True, "color": colors,
+                                  "colorbar": {"len": 0.8, "title": {"text": target}}},
+                          hovertemplate="%{text}<extra></extra>")],
+            {"height": 440, "width": 520, "title": {"text": "PCA of prefix(k)"}},
+        )
 
     def update(self, workspace: Any) -> None:
         """Show a workspace's precomputed curves, full embedding selected.
@@ -149,13 +172,16 @@ class SlicerPanel:
         self.curves = curves
         full = int(curves.boundaries[-1])
         self._last = full
-        old_slider, old_figure = self.slider, self.figure
+        self._cancel_view_timer()
+        self._pending_view = None
+        old = (self.slider, self.figure, self.view_figure)
         self.slider = self._make_slider(full)
-        self.figure = self._make_figure(curves, workspace.dataset.table)
-        swap = {id(old_slider): self.slider, id(old_figure): self.figure}
-        self.widget.children = tuple(swap.get(id(child), child) for child in self.widget.children)
-        old_slider.close()
-        old_figure.close()
+        self.figure = self._make_figure(curves)
+        self.view_figure = self._make_view_figure(curves, workspace.dataset.table)
+        figures = widgets.HBox([self.figure, self.view_figure])
+        self.widget.children = (self.widget.children[0], self.slider, self.readout, figures)
+        for widget in old:
+            widget.close()
         self.readout.value = self._readout(full)
 
     def on_slide(self, change: dict[str, Any]) -> None:
@@ -168,13 +194,42 @@ class SlicerPanel:
         if snapped != k:
             self.slider.value = snapped  # re-enters on_slide with the snapped value
             return
-        index = self.curves.grid_index(k)
-        view = self.curves.views[index]
-        with self.figure.batch_update():  # one message, one redraw
-            self.figure.data[MARKER_TRACE].x = [k, k]
-            scatter = self.figure.data[SCATTER_TRACE]
-            scatter.x, scatter.y = view[0], view[1]  # contiguous rows: sent as binary buffers
+        self.figure.data[MARKER_TRACE].x = [k, k]
         self.readout.value = self._readout(k)
+        self._request_view(k)
+
+    # -- the throttled PCA view ------------------------------------------------------------------
+    def _request_view(self, k: int) -> None:
+        """Show ``prefix(k)``'s view now, or once :data:`VIEW_INTERVAL_S` has passed since the last."""
+        self._pending_view = k
+        if self._view_timer is not None:
+            return  # a redraw is already scheduled; it will show the latest k
+        wait = self._last_view_time + VIEW_INTERVAL_S - time.monotonic()
+        loop = _running_loop()
+        if wait <= 0 or loop is None:
+            self.show_view()
+        else:
+            self._view_timer = loop.call_later(wait, self.state.guard(self._on_view_timer, "prefix view"))
+
+    def _on_view_timer(self) -> None:
+        self._view_timer = None
+        self.show_view()
+
+    def _cancel_view_timer(self) -> None:
+        if self._view_timer is not None:
+            self._view_timer.cancel()
+            self._view_timer = None
+
+    def show_view(self) -> None:
+        """Swap the precomputed PCA view of the pending ``prefix(k)`` into the scatter."""
+        k, self._pending_view = self._pending_view, None
+        if k is None or self.curves is None:
+            return
+        view = self.curves.views[self.curves.grid_index(k)]
+        scatter = self.view_figure.data[SCATTER_TRACE]
+        with self.view_figure.batch_update():  # one message, one redraw
+            scatter.x, scatter.y = view[0], view[1]  # contiguous rows: sent as binary buffers
+        self._last_view_time = time.monotonic()
 
     def _readout(self, k: int) -> str:
         curves = self.curves
@@ -194,6 +249,14 @@ class SlicerPanel:
                 f"{fmt(values['spearman_esm'])} · {curves.n_neighbors}-NN agreement with the full "
                 f"embedding {fmt(values['nn_agreement'])} · mean cosine(prefix, full) "
                 f"{fmt(values['cosine'])}</div>")
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    """The kernel's event loop when called from a widget callback; None in plain Python."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def build_slicer_panel(state: DashboardState) -> SlicerPanel:
