@@ -33,7 +33,7 @@ class Moments:
         Feature dimension of each level, e.g. ``(320, 480)``.
     device : str or torch.device, default="cpu"
         Where the float64 accumulators live (``"cuda"`` for the GPU path).
-    chunk_size : int, default=65536
+    chunk_size : int, default=16384
         Rows processed at once by :meth:`update`; bounds the float64 working memory.
     precision : {"float64", "float32"}, default="float64"
         Arithmetic of each chunk's cross-products. Chunks are always combined in float64.
@@ -56,7 +56,7 @@ class Moments:
         names: Sequence[str],
         dims: Sequence[int],
         device: str | torch.device = "cpu",
-        chunk_size: int = 65536,
+        chunk_size: int = 16384,
         precision: str = "float64",
     ) -> None:
         names = tuple(str(name) for name in names)
@@ -289,7 +289,7 @@ class Moments:
 
     @classmethod
     def from_arrays(cls, levels: Mapping[str, Any], device: str | torch.device = "cpu",
-                    chunk_size: int = 65536) -> "Moments":
+                    chunk_size: int = 16384) -> "Moments":
         """Moments of one set of per-residue arrays, given level by level in ladder order."""
         names = list(levels)
         dims = []
