@@ -228,7 +228,16 @@ def test_init_only_stores_arguments():
     assert not hasattr(step, "coef_")
 
 
-def test_bigger_synthetic_levels_use_all_helpers():
+def test_pcr_rank_matches_an_independent_johnstone_rule():
+    """On a spectrum with a clear bulk edge, the number of PCR components equals the authors'
+    rule computed here from numpy's SVD."""
     levels = make_levels(n_rows=800, dims=(10, 20), latent=6, seed=3)
-    step = ReverseDistiller(regressor="pcr").fit(levels["L0"], levels["L1"])
-    assert 1 <= step.n_regression_components_ <= 10
+    small = levels["L0"]
+    step = ReverseDistiller(regressor="pcr").fit(small, levels["L1"])
+    singular = np.linalg.svd(small - small.mean(0), compute_uv=False)
+    eig = singular**2 / (len(small) - 1)
+    edge = (1 + np.sqrt(small.shape[1] / len(small))) ** 2
+    noise = eig[eig / eig.mean() < edge]
+    sigma2 = np.median(noise) if noise.size else np.median(eig[-max(1, small.shape[1] // 4):])
+    assert step.n_regression_components_ == int(np.sum(eig > sigma2 * edge))
+    assert step.johnstone_threshold_ == pytest.approx(sigma2 * edge, rel=1e-10)

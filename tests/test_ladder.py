@@ -59,13 +59,20 @@ def test_blocks_are_uncorrelated_with_prefix_for_ols(levels):
 
 
 def test_diagnostics_rows(levels):
-    rows = DistillationLadder().fit(levels).diagnostics()
+    ladder = DistillationLadder().fit(levels)
+    rows = ladder.diagnostics()
     assert [(row["small"], row["large"]) for row in rows] == [("L0", "L1"), ("L1", "L2")]
-    for row in rows:
-        assert 0 < row["r2"] < 1
-        assert 1 <= row["n_regression_components"] <= row["d_small"]
+    nested = ladder.transform(levels)
+    for row, step in zip(rows, ladder.steps_):
+        # each step's diagnostics agree with a direct fit on the same nested input
+        direct = ReverseDistiller().fit(nested.level(row["small"]), levels[row["large"]])
+        assert row["n_regression_components"] == direct.n_regression_components_ < row["d_small"]
+        assert row["r2"] == pytest.approx(direct.r2_, abs=1e-10)
         assert row["n_residual_components"] == row["d_large"] - row["d_small"]
-        assert 0 < row["residual_explained_variance_ratio"] <= 1 + 1e-12
+        residual = levels[row["large"]] - step.predict(nested.level(row["small"]))
+        kept = np.var(nested.block(row["large"]), axis=0, ddof=1).sum()
+        assert row["residual_explained_variance_ratio"] == pytest.approx(
+            kept / np.var(residual, axis=0, ddof=1).sum(), rel=1e-8)
 
 
 def test_pooled_features_commute(levels):

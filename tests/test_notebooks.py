@@ -9,7 +9,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
-PROTEINGYM = REPO.parent / "shared" / "data" / "proteingym"
 ALL = sorted(NOTEBOOKS.glob("*.ipynb"))
 
 
@@ -31,14 +30,11 @@ def test_notebook_is_commit_clean(path):
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
-def test_notebook_executes(path, tmp_path, monkeypatch):
+def test_notebook_executes(path, tmp_path, monkeypatch, proteingym_dir):
     from nbclient import NotebookClient
 
     monkeypatch.setenv("REVDISTILL_CACHE", str(tmp_path / "cache"))
-    if PROTEINGYM.is_dir():
-        monkeypatch.setenv("REVDISTILL_PROTEINGYM_DIR", str(PROTEINGYM))
-    elif "proteingym" in path.name:
-        pytest.skip(f"{path.name} needs the ProteinGym folder {PROTEINGYM}")
+    monkeypatch.setenv("REVDISTILL_PROTEINGYM_DIR", str(proteingym_dir))  # fails loudly when missing
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(notebook, timeout=300, kernel_name="python3", store_widget_state=False,
                             resources={"metadata": {"path": str(NOTEBOOKS)}})
