@@ -1,6 +1,7 @@
-"""Small shared helpers: array conversion, validation, and pickle-free npz files."""
+"""Small shared helpers: array conversion, validation, pickle-free npz files, an inter-process lock."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -112,3 +113,25 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
         raise
     except (OSError, EOFError) as error:
         raise ValueError(f"{path} is not a readable .npz file: {error}") from error
+
+
+@contextlib.contextmanager
+def file_lock(path: Path):
+    """Hold an exclusive ``flock`` on ``path`` (across processes, e.g. several dashboard kernels).
+
+    Used so that dashboard kernels warm up UMAP one after another, and so that two processes never
+    write one embedding store at once.
+    Without ``fcntl`` (not POSIX) the lock is a no-op.
+    """
+    try:
+        import fcntl  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -11,7 +11,6 @@ a tiny input in a background thread so that the first real UMAP is fast. UMAP re
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -23,6 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+
+from revdistill._arrays import file_lock, load_npz, save_npz
+from revdistill._linalg import flip_signs, symmetric_eigh_descending
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +38,6 @@ __all__ = [
     "umap_ready",
     "umap_view",
     "enable_numba_disk_cache",
-    "file_lock",
     "on_warm_up_done",
     "start_warm_up",
     "warm_up_umap",
@@ -124,11 +126,8 @@ def subspace(nested: Any, *, prefix: int | None = None, block: str | None = None
 
 
 def _flip_signs(components: np.ndarray) -> np.ndarray:
-    """Make the largest-magnitude loading of each component positive (scikit-learn's ``svd_flip``)."""
-    rows = np.arange(components.shape[0])
-    signs = np.sign(components[rows, np.argmax(np.abs(components), axis=1)])
-    signs[signs == 0] = 1.0
-    return components * signs[:, None]
+    """Make the largest-magnitude loading of each component (row) positive, as the core estimators do."""
+    return flip_signs(torch.from_numpy(components.T.copy())).numpy().T
 
 
 def pca_view(values: Any, n_components: int = 2) -> np.ndarray:
@@ -153,13 +152,12 @@ def pca_view(values: Any, n_components: int = 2) -> np.ndarray:
     n_features = centred.shape[1]
     kept = min(n_components, n_features)
     if n_features <= 2048:
-        covariance = centred.T @ centred
-        eigenvalues, eigenvectors = np.linalg.eigh(covariance)
-        components = eigenvectors[:, ::-1][:, :kept].T
+        _, eigenvectors = symmetric_eigh_descending(torch.from_numpy(centred.T @ centred))
+        components = eigenvectors[:, :kept].T.numpy()  # signs already fixed
     else:
         _, _, vt = np.linalg.svd(centred, full_matrices=False)
-        components = vt[:kept]
-    coords = centred @ _flip_signs(components).T
+        components = _flip_signs(vt[:kept])
+    coords = centred @ components.T
     if kept < n_components:
         coords = np.hstack([coords, np.zeros((coords.shape[0], n_components - kept))])
     return coords
@@ -243,7 +241,7 @@ def umap_view(
     coords = _fit_umap(reduced.astype(np.float32), n_neighbors, min_dist, random_state)
     logger.info("UMAP of %d x %d took %.1f s", *array.shape, time.perf_counter() - start)
     if use_cache:
-        _write_atomically(path, coords)
+        save_npz(path, {"coords": coords})  # atomic: safe for concurrent kernels
     return coords
 
 
@@ -283,21 +281,12 @@ def _read_cache(path: Path, n_samples: int) -> np.ndarray | None:
     """Coordinates stored at ``path`` when present and of the right shape."""
     if not path.is_file():
         return None
-    with np.load(path, allow_pickle=False) as stored:
-        coords = stored["coords"]
-    if coords.shape != (n_samples, 2):
-        logger.warning("ignoring UMAP cache file %s with shape %s", path, coords.shape)
+    coords = load_npz(path).get("coords")
+    if coords is None or coords.shape != (n_samples, 2):
+        logger.warning("ignoring UMAP cache file %s with shape %s", path, getattr(coords, "shape", None))
         return None
     logger.info("UMAP cache hit %s", path.name)
     return coords
-
-
-def _write_atomically(path: Path, coords: np.ndarray) -> None:
-    """Write ``coords`` to ``path`` via a temporary file and rename (safe for concurrent kernels)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.npz")
-    np.savez(temporary, coords=coords)
-    os.replace(temporary, path)
 
 
 def enable_numba_disk_cache(packages: tuple[str, ...] = ("umap", "pynndescent")) -> int:
@@ -412,28 +401,6 @@ def _warm_up_in_background(nice: int) -> None:
         _run_warm_up_callbacks()
     except Exception:  # noqa: BLE001 - a failed warm-up must not kill the kernel; UMAP reports later
         logger.exception("UMAP warm-up failed")
-
-
-@contextlib.contextmanager
-def file_lock(path: Path):
-    """Hold an exclusive ``flock`` on ``path`` (across processes, e.g. several dashboard kernels).
-
-    Used so that kernels warm up one after another (the first fills numba's disk cache, the next
-    ones load most of it) and so that two visitors never write one embedding store at once.
-    Without ``fcntl`` (not POSIX) the lock is a no-op.
-    """
-    try:
-        import fcntl  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def start_warm_up(nice: int = 19) -> threading.Thread:

@@ -35,9 +35,11 @@ the start of the next one, parts are merged into a new copy of the main file tha
 atomic ``os.replace``; the copy lists the parts it absorbed, so a crash between the replace and the
 deletion of the parts cannot count them twice. ``kill -9`` at any moment therefore loses at most the
 part being written, and rerunning the same command resumes from there (or call
-:meth:`EmbeddingStore.consolidate` to merge the parts without embedding more). One writer per store (or
-the ranks of one ``torchrun`` job); readers never write, so they may read while a run is going and see
-what the finished runs committed.
+:meth:`EmbeddingStore.consolidate` to merge the parts without embedding more). A single-process
+:meth:`EmbeddingStore.embed` holds an exclusive lock on ``<path>.lock``, so concurrent writers (two
+dashboard visitors, two shells) take turns and the later one finds the records already stored; the
+ranks of one ``torchrun`` job write disjoint parts and rank 0 merges them (one job per store).
+Readers never write, so they may read while a run is going and see what the finished runs committed.
 """
 from __future__ import annotations
 
@@ -48,9 +50,11 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
+
+from revdistill._arrays import file_lock
 
 logger = logging.getLogger(__name__)
 
@@ -252,7 +256,8 @@ class EmbeddingStore:
               device: str = "cpu", dtype: str = "fp32", per_residue: bool | Iterable[str] = False,
               storage_dtype: str = "float32", weights_dir: str | Path | None = None, download: bool = False,
               token_budget: int | None = None, long_sequences: str = "window", flush_every: int = 1024,
-              progress: bool = True, rank: int | None = None, world_size: int | None = None) -> int:
+              progress: bool = True, rank: int | None = None, world_size: int | None = None,
+              on_part: Callable[[int, int], None] | None = None) -> int:
         """Embed the records that are not stored yet and append them.
 
         Parameters
@@ -273,14 +278,17 @@ class EmbeddingStore:
             Records per atomic part file (the most a crash can lose).
         rank, world_size : int, optional
             Shard of this process; default from ``torch.distributed`` when it is initialised.
+        on_part : callable, optional
+            ``on_part(done, total)`` after each part file is written: records of this process's shard
+            embedded so far, and the shard's size (for progress bars in applications).
 
         Returns
         -------
         int
             Records added by this call (on all ranks together).
         """
-        from revdistill.embed import LadderEmbedder, validate_records
-        from revdistill.models import get_spec, load_esm2
+        from revdistill.embed import validate_records
+        from revdistill.models import get_spec
 
         specs = [get_spec(name) for name in (models.split(",") if isinstance(models, str) else models)]
         aliases = [spec.alias for spec in specs]
@@ -292,7 +300,21 @@ class EmbeddingStore:
             raise ValueError(f"flush_every={flush_every} must be a positive integer")
         rank, world_size = self._rank_world(rank, world_size)
         records = validate_records(records)
+        if world_size > 1:
+            return self._embed(records, specs, device, dtype, per_residue, storage_dtype, weights_dir,
+                               download, token_budget, long_sequences, flush_every, progress, rank,
+                               world_size, on_part)
+        with file_lock(self.path.with_name(self.path.name + ".lock")):
+            return self._embed(records, specs, device, dtype, per_residue, storage_dtype, weights_dir,
+                               download, token_budget, long_sequences, flush_every, progress, rank,
+                               world_size, on_part)
 
+    def _embed(self, records, specs, device, dtype, per_residue, storage_dtype, weights_dir, download,
+               token_budget, long_sequences, flush_every, progress, rank, world_size, on_part) -> int:
+        from revdistill.embed import LadderEmbedder
+        from revdistill.models import load_esm2
+
+        aliases = [spec.alias for spec in specs]
         if rank == 0:
             self.consolidate()
         self._barrier(world_size)
@@ -327,6 +349,8 @@ class EmbeddingStore:
                     self._write_part(f"part-{run_name}-{number:06d}", result, [d for _, _, d in chunk],
                                      storage_dtype)
                     run_moments = result.moments if run_moments is None else run_moments.merge(result.moments)
+                    if on_part is not None:
+                        on_part(min(start + int(flush_every), len(shard)), len(shard))
             finally:
                 bar.close()
         self._barrier(world_size)

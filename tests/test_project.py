@@ -6,6 +6,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 from revdistill import NestedEmbedding, project
+from revdistill._arrays import save_npz
 
 
 @pytest.fixture
@@ -75,7 +76,7 @@ def test_umap_view_reads_its_cache_without_fitting(points, tmp_path, monkeypatch
     stored = np.random.default_rng(1).standard_normal((len(points), 2)).astype(np.float32)
     path = project._cache_path(project._as_2d_float(points), tmp_path, n_neighbors=15, min_dist=0.1,
                                random_state=0, pca_dims=50)
-    project._write_atomically(path, stored)
+    save_npz(path, {"coords": stored})
 
     def no_fit(*args, **kwargs):  # the cache must make fitting unnecessary
         raise AssertionError("umap_view fitted although a cached result exists")
@@ -90,7 +91,7 @@ def test_umap_view_reads_its_cache_without_fitting(points, tmp_path, monkeypatch
 def test_umap_view_ignores_a_cache_of_the_wrong_shape(points, tmp_path):
     path = project._cache_path(project._as_2d_float(points), tmp_path, n_neighbors=15, min_dist=0.1,
                                random_state=0, pca_dims=50)
-    project._write_atomically(path, np.zeros((3, 2), dtype=np.float32))
+    save_npz(path, {"coords": np.zeros((3, 2), dtype=np.float32)})
     assert project.cached_umap_view(points, cache_dir=tmp_path) is None
 
 
@@ -107,10 +108,12 @@ def test_default_cache_dir_follows_environment(tmp_path, monkeypatch):
 
 
 def test_file_lock_is_reentrant_across_sequential_uses(tmp_path):
+    from revdistill._arrays import file_lock
+
     lock = tmp_path / "x.lock"
-    with project.file_lock(lock):
+    with file_lock(lock):
         pass
-    with project.file_lock(lock):
+    with file_lock(lock):
         assert lock.exists()
 
 

@@ -170,3 +170,31 @@ def test_corrupt_and_foreign_files_are_clear_errors(tmp_path):
         EmbeddingStore(future)
     with pytest.raises(FileNotFoundError, match="does not exist yet"):
         EmbeddingStore(tmp_path / "new.h5").pooled("tiny-32")
+
+
+def test_concurrent_writers_take_turns_and_report_progress(tmp_path):
+    """Two writers on one store (e.g. two dashboard visitors) serialise on the store's lock: each
+    record is stored once and the later writer finds everything already embedded."""
+    import threading
+
+    records = random_records(12, seed=4)
+    path = tmp_path / "shared.h5"
+    added, errors, parts = [], [], []
+
+    def write(report):
+        try:
+            added.append(EmbeddingStore(path).embed(records, models=MODELS, flush_every=5, progress=False,
+                                                    on_part=report))
+        except Exception as error:  # noqa: BLE001 - collected and asserted below
+            errors.append(error)
+
+    threads = [threading.Thread(target=write, args=(lambda done, total: parts.append((done, total)),))
+               for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert sorted(added) == [0, 12]
+    assert parts == [(5, 12), (10, 12), (12, 12)]  # only the writer that embedded reports parts
+    assert_store_matches(EmbeddingStore(path), records, reference(records))

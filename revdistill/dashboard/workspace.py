@@ -216,7 +216,6 @@ def compute_workspace(
     -------
     Workspace
     """
-    from revdistill.project import file_lock  # noqa: PLC0415
     from revdistill.store import EmbeddingStore  # noqa: PLC0415
 
     report = progress or (lambda fraction, message: None)
@@ -229,13 +228,12 @@ def compute_workspace(
     folder = folder / "stores"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{dataset.key}-{'_'.join(models)}.h5"
-    # Visitors computing the same data set share its store; one writer at a time (the others then
-    # find everything embedded).
-    with file_lock(path.with_name(path.name + ".lock")):
-        return _compute_locked(dataset, models, EmbeddingStore(path), device, weights_dir, report, chunk_size)
+    # Visitors computing the same data set share its store; the store lets one writer in at a time
+    # (the others then find everything embedded).
+    return _compute(dataset, models, EmbeddingStore(path), device, weights_dir, report, chunk_size)
 
 
-def _compute_locked(dataset: Dataset, models: tuple[str, ...], store: Any, device: str,
+def _compute(dataset: Dataset, models: tuple[str, ...], store: Any, device: str,
                     weights_dir: str | Path | None, report: ProgressCallback, chunk_size: int) -> Workspace:
     from revdistill.ladder import DistillationLadder  # noqa: PLC0415
     from revdistill.models import get_spec  # noqa: PLC0415
@@ -244,14 +242,15 @@ def _compute_locked(dataset: Dataset, models: tuple[str, ...], store: Any, devic
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     records = dataset.records
-    done_ids = set(store.ids()) if store_exists(store) else set()
-    todo = [record for record in records if record[0] not in done_ids]
-    report(0.0, f"embedding {len(todo)} of {len(records)} sequences ({len(records) - len(todo)} cached)")
-    for offset in range(0, len(todo), chunk_size):
-        store.embed(todo[offset: offset + chunk_size], models=models, device=device,
-                    weights_dir=weights_dir, progress=False)
-        done = min(offset + chunk_size, len(todo))
-        report(0.8 * done / max(len(todo), 1), f"embedded {done} / {len(todo)} new sequences")
+    report(0.0, f"embedding {len(records)} sequences (those already in the store are skipped)")
+
+    def on_part(done: int, total: int) -> None:
+        report(0.8 * done / max(total, 1), f"embedded {done} / {total} new sequences")
+
+    # One call: the models load once and the store is consolidated once; a part file (and a progress
+    # report) every chunk_size records.
+    store.embed(records, models=models, device=device, weights_dir=weights_dir, progress=False,
+                flush_every=chunk_size, on_part=on_part)
     seconds["embed"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -268,12 +267,6 @@ def _compute_locked(dataset: Dataset, models: tuple[str, ...], store: Any, devic
     return Workspace(dataset=dataset, models=models, device=device, pooled=pooled, ladder=ladder,
                      nested=nested, naive=naive, diagnostics=ladder.diagnostics(), trained=trained,
                      seconds=seconds)
-
-
-def store_exists(store: Any) -> bool:
-    """Whether the store's file exists yet (it is created on the first embed)."""
-    path = getattr(store, "path", None)
-    return path is None or Path(path).exists()
 
 
 def _pooled_in_order(store: Any, model: str, dataset: Dataset) -> np.ndarray:
