@@ -88,9 +88,7 @@ class DistillationLadder:
         cov = moments.covariance(ddof=1)
         mean = moments.mean
         # nested level 0 is raw level 0: W selects its columns, c = 0
-        first = moments.slice_of(moments.names[0])
-        weights = torch.zeros(moments.n_features, moments.dims[0], dtype=torch.float64, device=mean.device)
-        weights[first, :] = torch.eye(moments.dims[0], dtype=torch.float64, device=mean.device)
+        weights = level_selector(moments.n_features, moments.slice_of(moments.names[0]), mean.device)
         offset = torch.zeros(moments.dims[0], dtype=torch.float64, device=mean.device)
         steps = []
         for name in moments.names[1:]:
@@ -110,16 +108,8 @@ class DistillationLadder:
             except ValueError as error:
                 raise ValueError(f"step to level {name!r}: {error}") from error
             steps.append(step)
-            coef_t = torch.as_tensor(step.coef_.T, device=mean.device)
-            components_t = torch.as_tensor(step.components_.T, device=mean.device)
-            selector = torch.zeros(moments.n_features, large.stop - large.start, dtype=torch.float64,
-                                   device=mean.device)
-            selector[large, :] = torch.eye(large.stop - large.start, dtype=torch.float64, device=mean.device)
-            block_weights = (selector - weights @ coef_t) @ components_t
-            block_offset = (-(offset @ coef_t) - torch.as_tensor(step.intercept_, device=mean.device)
-                            - torch.as_tensor(step.residual_mean_, device=mean.device)) @ components_t
-            weights = torch.cat([weights, block_weights], dim=1)
-            offset = torch.cat([offset, block_offset])
+            weights, offset = append_step(weights, offset, level_selector(moments.n_features, large, mean.device),
+                                          step)
         self.level_names_ = tuple(moments.names)
         self.dims_ = tuple(moments.dims)
         self.steps_ = steps
@@ -242,6 +232,42 @@ class DistillationLadder:
     def __repr__(self) -> str:
         fitted = f", levels={list(self.level_names_)}" if hasattr(self, "steps_") else ""
         return f"DistillationLadder(regressor={self.regressor!r}, alpha={self.alpha}{fitted})"
+
+
+def level_selector(n_features: int, columns: slice, device: Any = "cpu") -> torch.Tensor:
+    """The (n_features, width) float64 matrix that picks ``columns`` out of concatenated raw levels."""
+    width = columns.stop - columns.start
+    selector = torch.zeros(n_features, width, dtype=torch.float64, device=device)
+    selector[columns, :] = torch.eye(width, dtype=torch.float64, device=device)
+    return selector
+
+
+def append_step(weights: torch.Tensor, offset: torch.Tensor, selector: torch.Tensor,
+                step: ReverseDistiller) -> tuple[torch.Tensor, torch.Tensor]:
+    """Extend the affine map ``u @ weights + offset`` of a nested level by one fitted step.
+
+    With ``x = u @ W + c`` the nested input and ``y = u @ selector`` the raw larger level, the
+    appended block ``(y - x @ coef.T - intercept - residual_mean) @ components.T`` is affine in ``u``.
+    """
+    device = weights.device
+    coef_t = torch.as_tensor(step.coef_.T, dtype=torch.float64, device=device)
+    components_t = torch.as_tensor(step.components_.T, dtype=torch.float64, device=device)
+    bias = torch.as_tensor(step.intercept_ + step.residual_mean_, dtype=torch.float64, device=device)
+    block_weights = (selector - weights @ coef_t) @ components_t
+    block_offset = (-(offset @ coef_t) - bias) @ components_t
+    return torch.cat([weights, block_weights], dim=1), torch.cat([offset, block_offset])
+
+
+def compose_affine(steps: list[ReverseDistiller], dims: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The nested output of fitted ``steps`` as ``u @ W + c`` of the concatenated raw levels ``u``."""
+    total = sum(dims)
+    starts = np.cumsum((0,) + tuple(dims))
+    weights = level_selector(total, slice(0, dims[0]))
+    offset = torch.zeros(dims[0], dtype=torch.float64)
+    for index, step in enumerate(steps, start=1):
+        selector = level_selector(total, slice(int(starts[index]), int(starts[index + 1])))
+        weights, offset = append_step(weights, offset, selector, step)
+    return weights.numpy(), offset.numpy()
 
 
 def _plain(value: Any) -> Any:

@@ -14,7 +14,7 @@ import torch
 from revdistill._arrays import as_float_tensor, check_finite
 from revdistill._linalg import symmetric_eigh_descending
 from revdistill.distill import check_is_fitted
-from revdistill.ladder import _check_levels, _check_order
+from revdistill.ladder import _check_levels, _check_order, level_selector
 from revdistill.moments import Moments
 
 
@@ -45,15 +45,11 @@ class NaiveConcatPCA:
             raise ValueError(f"fewer residues ({moments.count}) than features ({max(moments.dims)})")
         cov, mean = moments.covariance(ddof=1), moments.mean
         device, total = mean.device, moments.n_features
-        weights = torch.zeros(total, moments.dims[0], dtype=torch.float64, device=device)
-        weights[moments.slice_of(moments.names[0]), :] = torch.eye(moments.dims[0], dtype=torch.float64,
-                                                                   device=device)
+        weights = level_selector(total, moments.slice_of(moments.names[0]), device)
         offset = torch.zeros(moments.dims[0], dtype=torch.float64, device=device)
         self.means_, self.components_, self.explained_variance_ratio_ = [], [], []
         for name, dim in zip(moments.names[1:], moments.dims[1:]):
-            selector = torch.zeros(total, dim, dtype=torch.float64, device=device)
-            selector[moments.slice_of(name), :] = torch.eye(dim, dtype=torch.float64, device=device)
-            concat_weights = torch.cat([weights, selector], dim=1)
+            concat_weights = torch.cat([weights, level_selector(total, moments.slice_of(name), device)], dim=1)
             concat_offset = torch.cat([offset, torch.zeros(dim, dtype=torch.float64, device=device)])
             concat_mean = mean @ concat_weights + concat_offset
             values, vectors = symmetric_eigh_descending(concat_weights.T @ cov @ concat_weights)

@@ -22,7 +22,7 @@ import numpy as np
 
 from revdistill._arrays import load_npz
 from revdistill.distill import ReverseDistiller
-from revdistill.ladder import DistillationLadder
+from revdistill.ladder import DistillationLadder, compose_affine
 
 FILENAME = re.compile(
     r"^rd-scaler-(?P<small>[^-]+)-(?P<large>[^-]+)-(?P<regressor>[^-]+)-(?P<pca>[^-]+)-(?P<n>[^-]+)\.npz$"
@@ -132,22 +132,5 @@ def load_reference_ladder(folder: str | Path, sizes: Sequence[str] = ("8M", "35M
                              f"features but the previous level has {dims[index]}")
     ladder = DistillationLadder(regressor=_REGRESSOR_NAMES[regressor])
     ladder.level_names_, ladder.dims_, ladder.steps_ = tuple(sizes), dims, steps
-    ladder.affine_weights_, ladder.affine_offset_ = _compose_affine(steps, dims)
+    ladder.affine_weights_, ladder.affine_offset_ = compose_affine(steps, dims)
     return ladder
-
-
-def _compose_affine(steps: Sequence[ReverseDistiller], dims: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """The ladder's nested output as ``u @ W + c`` of the concatenated raw levels ``u``."""
-    total = sum(dims)
-    weights = np.zeros((total, dims[0]))
-    weights[: dims[0], :] = np.eye(dims[0])
-    offset = np.zeros(dims[0])
-    start = dims[0]
-    for step, dim in zip(steps, dims[1:]):
-        selector = np.zeros((total, dim))
-        selector[start : start + dim, :] = np.eye(dim)
-        block = (selector - weights @ step.coef_.T) @ step.components_.T
-        block_offset = (-(offset @ step.coef_.T) - step.intercept_ - step.residual_mean_) @ step.components_.T
-        weights, offset = np.concatenate([weights, block], axis=1), np.concatenate([offset, block_offset])
-        start += dim
-    return weights, offset
