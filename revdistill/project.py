@@ -197,7 +197,8 @@ def umap_view(
     pca_dims: int | None = 50,
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
-) -> np.ndarray:
+    fit: bool = True,
+) -> np.ndarray | None:
     """UMAP coordinates of ``values``, read from or written to an on-disk cache.
 
     Parameters
@@ -217,23 +218,24 @@ def umap_view(
         Cache folder; default :func:`default_cache_dir`.
     use_cache : bool, default=True
         Read and write the cache.
+    fit : bool, default=True
+        Fit when the cache has no result; ``False`` returns None instead (see :func:`cached_umap_view`).
 
     Returns
     -------
-    numpy.ndarray, shape (n_samples, 2)
-        float32 coordinates.
+    numpy.ndarray, shape (n_samples, 2), or None
+        float32 coordinates; None only when ``fit=False`` and nothing is cached.
     """
     array = _as_2d_float(values)
+    path = _cache_path(array, cache_dir, n_neighbors=n_neighbors, min_dist=min_dist,
+                       random_state=random_state, pca_dims=pca_dims)
+    coords = _read_cache(path, array.shape[0]) if use_cache else None
+    if coords is not None or not fit:
+        return coords
     if array.shape[0] < 4:
         raise ValueError(f"UMAP needs at least 4 points, got {array.shape[0]}")
     if n_neighbors < 2:
         raise ValueError(f"n_neighbors={n_neighbors} must be >= 2")
-    path = _cache_path(array, cache_dir, n_neighbors=n_neighbors, min_dist=min_dist,
-                       random_state=random_state, pca_dims=pca_dims)
-    if use_cache:
-        coords = _read_cache(path, array.shape[0])
-        if coords is not None:
-            return coords
     reduced = array
     if pca_dims is not None and array.shape[1] > pca_dims:
         reduced = pca_view(array, n_components=pca_dims)
@@ -245,30 +247,21 @@ def umap_view(
     return coords
 
 
-def cached_umap_view(
-    values: Any,
-    *,
-    n_neighbors: int = 15,
-    min_dist: float = 0.1,
-    random_state: int = 0,
-    pca_dims: int | None = 50,
-    cache_dir: str | Path | None = None,
-) -> np.ndarray | None:
-    """The cached result :func:`umap_view` would return for these arguments, or None (no fitting).
+def cached_umap_view(values: Any, **settings: Any) -> np.ndarray | None:
+    """The cached result :func:`umap_view` would return for ``settings``, or None (never fits).
 
     Parameters
     ----------
-    values, n_neighbors, min_dist, random_state, pca_dims, cache_dir
-        As for :func:`umap_view`.
+    values : array-like, shape (n_samples, n_features)
+    **settings
+        ``n_neighbors``, ``min_dist``, ``random_state``, ``pca_dims``, ``cache_dir``, as for
+        :func:`umap_view`.
 
     Returns
     -------
     numpy.ndarray of shape (n_samples, 2), or None
     """
-    array = _as_2d_float(values)
-    path = _cache_path(array, cache_dir, n_neighbors=n_neighbors, min_dist=min_dist,
-                       random_state=random_state, pca_dims=pca_dims)
-    return _read_cache(path, array.shape[0])
+    return umap_view(values, fit=False, **settings)
 
 
 def _cache_path(array: np.ndarray, cache_dir: str | Path | None, **params: Any) -> Path:
