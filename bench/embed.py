@@ -6,7 +6,7 @@ with random-init ESM-2 architectures of full size (weights do not change the spe
 * ``authors``  fp32, fixed batches of ``--authors-batch-size`` sequences in input order, stock fair-esm
 * ``extract``  fp32, fair-esm ``extract.py``'s length-sorted 4096-token batches, stock fair-esm
 * ``bf16``     fair-esm cast to bf16, length-sorted 16k-token batches, stock fair-esm forward
-* ``ours``     :class:`revdistill.embed.LadderEmbedder`: lean SDPA forward, fp32 rotary tables,
+* ``ours``     :class:`revdistill.esm.embed.LadderEmbedder`: lean SDPA forward, fp32 rotary tables,
   length-sorted token-budget batches, pooled vectors and joint moments accumulated on the device
 
 Printed per model and method: residues/s, useful TFLOP/s (padding excluded), peak memory (CUDA:
@@ -31,8 +31,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from revdistill.embed import LadderEmbedder, stock_forward  # noqa: E402
-from revdistill.models import get_spec  # noqa: E402
+from revdistill.esm.embed import LadderEmbedder, stock_forward  # noqa: E402
+from revdistill.esm.models import get_spec  # noqa: E402
 
 METHODS = ("authors", "extract", "bf16", "ours")
 AMINO = np.array(list("ACDEFGHIKLMNPQRSTVWY"))

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from revdistill.features import build_features, embed_assays, fit_transforms, pooled_for_assay, prefix_dims
-from revdistill.probe import DEFAULT_ALPHAS, cross_validate, spearman, _blas_limit
+from revdistill.experiment.features import build_features, embed_assays, fit_transforms, pooled_for_assay, prefix_dims
+from revdistill.experiment.probe import DEFAULT_ALPHAS, cross_validate, spearman, _blas_limit
 from revdistill.proteingym import SCHEMES, read_assay
-from revdistill.store import EmbeddingStore
+from revdistill.esm.store import EmbeddingStore
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "proteingym"
 

@@ -59,3 +59,11 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def embed_into(store, records, models, per_residue=False, on_progress=None, **options) -> int:
+    """Embed ``records`` into ``store`` with a fresh :class:`LocalEmbedder` (options as keywords)."""
+    from revdistill.esm.runner import EmbedOptions, LocalEmbedder
+
+    return LocalEmbedder(EmbedOptions(**options)).embed(store, records, models, per_residue=per_residue,
+                                                        on_progress=on_progress)

@@ -10,9 +10,10 @@ import torch
 
 from revdistill import DistillationLadder
 from revdistill.cli import main
-from revdistill.embed import LadderEmbedder, read_fasta
-from revdistill.models import tiny_ladder
-from revdistill.store import EmbeddingStore
+from revdistill.esm.embed import LadderEmbedder
+from revdistill.esm.sequences import read_fasta
+from revdistill.esm.models import tiny_ladder
+from revdistill.esm.store import EmbeddingStore
 
 DEMO = Path(str(resources.files("revdistill") / "data" / "demo.fasta"))
 

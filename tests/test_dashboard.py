@@ -46,7 +46,7 @@ def trace_x(figure, index: int) -> np.ndarray:
 
 # -- models & data --------------------------------------------------------------------------------
 def test_real_models_greyed_with_reason_and_tiny_family_checked(app):
-    from revdistill.models import weights_available
+    from revdistill.esm.models import weights_available
 
     boxes = app.models.checkboxes
     assert list(boxes)[:6] == ["8M", "35M", "150M", "650M", "3B", "15B"]
@@ -233,7 +233,7 @@ def test_proteingym_assay_by_id():
 @pytest.mark.parametrize("n", [40, 400])
 def test_prefix_probe_matches_cross_validate(n):
     from revdistill.dashboard.prefix_probe import prefix_probe_spearman
-    from revdistill.probe import cross_validate
+    from revdistill.experiment.probe import cross_validate
 
     rng = np.random.default_rng(n)
     features = rng.standard_normal((n, 24))
@@ -264,7 +264,7 @@ def test_state_guard_reports_and_run_task_inline():
 
 
 def test_importing_the_package_is_light():
-    code = ("import sys, revdistill.dashboard, revdistill.project; "
+    code = ("import sys, revdistill.dashboard, revdistill.views.projection; "
             "print(any(m in sys.modules for m in ('plotly', 'ipywidgets', 'umap')))")
     import subprocess
 

@@ -7,7 +7,7 @@ import torch
 from numpy.testing import assert_allclose
 
 from revdistill import Moments, NotFittedError, ReverseDistiller
-from revdistill._linalg import johnstone_rank
+from revdistill.core.linalg import johnstone_rank
 
 from conftest import make_levels
 

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import torch
 
-from revdistill.embed import LadderEmbedder
-from revdistill.models import tiny_ladder
-from revdistill.store import EmbeddingStore
+from revdistill.esm.embed import LadderEmbedder
+from revdistill.esm.models import tiny_ladder
+from revdistill.esm.store import EmbeddingStore
 
 MODELS = ("tiny-32", "tiny-48")
 

@@ -9,16 +9,10 @@ import pytest
 import torch
 
 from revdistill import Moments
-from revdistill.embed import (
-    MAX_RESIDUES,
-    LadderEmbedder,
-    embed,
-    lean_forward,
-    read_fasta,
-    stock_forward,
-    validate_records,
-)
-from revdistill.models import tiny_esm2, tiny_ladder
+from revdistill.esm.embed import MAX_RESIDUES, LadderEmbedder, embed
+from revdistill.esm.forward import lean_forward, stock_forward
+from revdistill.esm.sequences import read_fasta, validate_records
+from revdistill.esm.models import tiny_esm2, tiny_ladder
 
 from conftest import random_records
 
@@ -169,7 +163,7 @@ def test_out_of_memory_halves_the_token_budget_and_retries(model_and_alphabet, c
         return real_forward(tokens)
 
     engine._forward = limited_forward
-    with caplog.at_level(logging.WARNING, logger="revdistill.embed"):
+    with caplog.at_level(logging.WARNING, logger="revdistill.esm.embed"):
         result = engine.run(records, moments=True)
     assert "halving token_budget to 2048" in caplog.text and "to 512" in caplog.text
     assert engine.token_budget == 512 and max(seen[-3:]) <= 700

@@ -8,11 +8,11 @@ import pytest
 
 from conftest import make_levels
 from revdistill import DistillationLadder, NaiveConcatPCA
-from revdistill.features import (FeatureKey, REPRESENTATIONS, assay_records, build_features, embed_assays,
+from revdistill.experiment.features import (FeatureKey, REPRESENTATIONS, assay_records, build_features, embed_assays,
                                  fit_transforms,
                                  prefix_dims, run_benchmark)
 from revdistill.proteingym import SCHEMES, load_reference, read_assay
-from revdistill.store import EmbeddingStore
+from revdistill.esm.store import EmbeddingStore
 
 PIN1 = "PIN1_HUMAN_Tsuboyama_2023_1I6C"
 TINY = ("tiny-32", "tiny-48", "tiny-64")
@@ -72,7 +72,7 @@ def test_end_to_end_on_a_real_assay_with_tiny_models(proteingym_dir, tmp_path, c
     reference = load_reference(proteingym_dir)
     assay = read_assay(PIN1, data_dir=proteingym_dir, reference=reference)
     store_path = tmp_path / "store.h5"
-    with caplog.at_level(logging.INFO, logger="revdistill.features"):
+    with caplog.at_level(logging.INFO, logger="revdistill.experiment.features"):
         calls = []
         results = run_benchmark([assay], TINY, store=store_path, data_dir=proteingym_dir,
                                 callback=lambda *a: calls.append(a))
@@ -88,7 +88,7 @@ def test_end_to_end_on_a_real_assay_with_tiny_models(proteingym_dir, tmp_path, c
     store = EmbeddingStore(store_path)
     assert embed_assays([assay], store, TINY, progress=False) == 0
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="revdistill.features"):
+    with caplog.at_level(logging.INFO, logger="revdistill.experiment.features"):
         again = run_benchmark([PIN1], TINY, store=store, data_dir=proteingym_dir, schemes=("fold_modulo_5",))
     assert "embedded 0 new sequence(s)" in caplog.text
     expected = results[results["scheme"] == "fold_modulo_5"].reset_index(drop=True)

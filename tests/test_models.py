@@ -7,8 +7,8 @@ import esm
 import pytest
 import torch
 
-from revdistill.embed import stock_forward
-from revdistill.models import (
+from revdistill.esm.forward import stock_forward
+from revdistill.esm.models import (
     ESM2_MODELS,
     TINY_MODELS,
     checkpoint_paths,

@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from revdistill import plots
-from revdistill.features import prefix_dims
-from revdistill.probe import aggregate
+from revdistill.views import figures as plots
+from revdistill.experiment.features import prefix_dims
+from revdistill.experiment.aggregate import aggregate
 from revdistill.proteingym import SCHEMES
 
 MODELS = {"8M": 320, "35M": 480, "150M": 640}

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import Ridge
 
-from revdistill import probe
+from revdistill.experiment import aggregate, probe
 from revdistill.proteingym import SCHEMES, load_reference, read_assay
 
 KENNOUCHE = "A0A1I9GEU1_NEIME_Kennouche_2019"
@@ -111,7 +111,7 @@ def _published_dms_level(proteingym_dir, scheme: str, metric: str = "Spearman") 
 @pytest.mark.parametrize("metric", ["Spearman", "MSE"])
 def test_proteingym_average_reproduces_the_supervised_leaderboard(proteingym_dir, reference, metric):
     summary = pd.read_csv(proteingym_dir / SUPERVISED.format(metric=metric) / f"Summary_performance_DMS_substitutions_{metric}.csv").set_index("Model_name")
-    per_scheme = {s: probe.proteingym_average(_published_dms_level(proteingym_dir, s, metric), reference["UniProt_ID"], reference["coarse_selection_type"]) for s in SCHEMES}
+    per_scheme = {s: aggregate.proteingym_average(_published_dms_level(proteingym_dir, s, metric), reference["UniProt_ID"], reference["coarse_selection_type"]) for s in SCHEMES}
     models = summary.index
     for scheme, table in per_scheme.items():
         np.testing.assert_allclose(table.loc[models, "Average"], summary[f"Average_{metric}_{scheme}"], atol=1.5e-3)
@@ -127,7 +127,7 @@ def test_proteingym_average_reproduces_the_zero_shot_leaderboard(proteingym_dir,
     summary = pd.read_csv(proteingym_dir / ZERO_SHOT / "Summary_performance_DMS_substitutions_Spearman.csv").set_index("Model_name")
     models = [c for c in summary.index if c in per_assay.columns]
     assert len(models) == len(summary) == 97
-    ours = probe.proteingym_average(per_assay[models], reference["UniProt_ID"], reference["coarse_selection_type"])
+    ours = aggregate.proteingym_average(per_assay[models], reference["UniProt_ID"], reference["coarse_selection_type"])
     np.testing.assert_allclose(ours.loc[models, "Average"].round(3), summary.loc[models, "Average_Spearman"], atol=1.01e-3)
     esm2 = ours.loc[[f"ESM2 ({s})" for s in ("8M", "35M", "150M", "650M", "3B", "15B")], "Average"].round(3)
     np.testing.assert_allclose(esm2, [0.226, 0.321, 0.387, 0.414, 0.406, 0.400])
@@ -148,7 +148,7 @@ def _tidy_from_published(proteingym_dir, reference, models=("Kermut", "One-Hot E
 def test_aggregate_on_a_tidy_table_matches_the_leaderboard(proteingym_dir, reference):
     summary = pd.read_csv(proteingym_dir / SUPERVISED.format(metric="Spearman") / "Summary_performance_DMS_substitutions_Spearman.csv").set_index("Model_name")
     tidy = _tidy_from_published(proteingym_dir, reference)
-    result = probe.aggregate(tidy, n_bootstrap=200).set_index(["representation", "aggregation"])
+    result = aggregate.aggregate(tidy, n_bootstrap=200).set_index(["representation", "aggregation"])
     for model in ("Kermut", "One-Hot Encodings"):
         row = result.loc[(model, "proteingym")]
         assert row["value"] == pytest.approx(summary.loc[model, "Average_Spearman"], abs=1.5e-3)
@@ -156,30 +156,30 @@ def test_aggregate_on_a_tidy_table_matches_the_leaderboard(proteingym_dir, refer
         assert row["aggregation_label"].startswith("ProteinGym average")
         plain = tidy[tidy.representation == model].groupby("assay")["spearman"].mean().mean()
         assert result.loc[(model, "mean"), "value"] == pytest.approx(plain)
-    by_scheme = probe.aggregate(tidy, how=("proteingym",), by_scheme=True, n_bootstrap=0).set_index(["representation", "scheme"])
+    by_scheme = aggregate.aggregate(tidy, how=("proteingym",), by_scheme=True, n_bootstrap=0).set_index(["representation", "scheme"])
     for scheme in SCHEMES:
         assert by_scheme.loc[("Kermut", scheme), "value"] == pytest.approx(summary.loc["Kermut", f"Average_Spearman_{scheme}"], abs=1.5e-3)
-    again = probe.aggregate(tidy, n_bootstrap=200).set_index(["representation", "aggregation"])
+    again = aggregate.aggregate(tidy, n_bootstrap=200).set_index(["representation", "aggregation"])
     pd.testing.assert_frame_equal(result, again)  # seeded bootstrap: same bytes
 
 
 def test_aggregate_errors(proteingym_dir, reference):
     tidy = _tidy_from_published(proteingym_dir, reference, models=("Kermut",))
     with pytest.raises(ValueError, match="metric="):
-        probe.aggregate(tidy, metric="auc")
+        aggregate.aggregate(tidy, metric="auc")
     with pytest.raises(ValueError, match="how="):
-        probe.aggregate(tidy, how=("median",))
+        aggregate.aggregate(tidy, how=("median",))
     mixed = tidy[~((tidy.assay == tidy.assay.iloc[0]) & (tidy.scheme == "fold_modulo_5"))]
     with pytest.raises(ValueError, match="different CV schemes"):
-        probe.aggregate(mixed)
+        aggregate.aggregate(mixed)
 
 
 def test_zero_shot_reference(proteingym_dir, tmp_path):
-    table = probe.zero_shot_reference(proteingym_dir)
+    table = aggregate.zero_shot_reference(proteingym_dir)
     assert table["model"].tolist() == ["8M", "35M", "150M", "650M", "3B", "15B"]
     np.testing.assert_allclose(table["spearman"], [0.226, 0.321, 0.387, 0.414, 0.406, 0.400])
     assert "DMS_zero_shot" in table["source"].iloc[0] and (table["label"].str.contains("zero-shot")).all()
-    fallback = probe.zero_shot_reference(tmp_path)
+    fallback = aggregate.zero_shot_reference(tmp_path)
     assert fallback["source"].iloc[0].startswith("built-in constants")
     np.testing.assert_allclose(fallback["spearman"], table["spearman"])
     assert (np.diff(table["params"]) > 0).all()

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from revdistill.embed import LadderEmbedder
-from revdistill.models import tiny_ladder
-from revdistill.store import EmbeddingStore, sequence_hash
+from revdistill.esm.embed import LadderEmbedder
+from revdistill.esm.models import tiny_ladder
+from revdistill.esm.store import EmbeddingStore, sequence_hash
 
-from conftest import random_records as make_records
+from conftest import embed_into, random_records as make_records
 
 MODELS = ("tiny-32", "tiny-48", "tiny-64")
 
@@ -55,10 +55,9 @@ def test_round_trip_and_resume_computes_only_missing_records(tmp_path):
     records = random_records(30)
     store = EmbeddingStore(tmp_path / "s.h5")
     assert not store.exists() and len(store) == 0
-    assert store.embed(records[:12], models=MODELS, flush_every=5, per_residue=["p3"], progress=False) == 12
-    assert store.embed(records, models=list(MODELS), flush_every=5, per_residue=["p3", "p20"],
-                       progress=False) == 18
-    assert store.embed(records, models="tiny-32,tiny-48,tiny-64", progress=False) == 0
+    assert embed_into(store, records[:12], MODELS, flush_every=5, per_residue=["p3"]) == 12
+    assert embed_into(store, records, list(MODELS), flush_every=5, per_residue=["p3", "p20"]) == 18
+    assert embed_into(store, records, "tiny-32,tiny-48,tiny-64") == 0
     expected = reference(records)
     assert_store_matches(store, records, expected)
     assert store.per_residue_ids() == ["p3", "p20"]
@@ -78,16 +77,18 @@ def test_kill_9_mid_run_then_rerun_loses_and_duplicates_nothing(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(f"""
         import time, torch
-        from revdistill.embed import LadderEmbedder, read_fasta
-        from revdistill.store import EmbeddingStore
+        from revdistill.esm.embed import LadderEmbedder
+        from revdistill.esm.sequences import read_fasta
+        from revdistill.esm.runner import EmbedOptions, LocalEmbedder
+        from revdistill.esm.store import EmbeddingStore
         torch.set_num_threads(1)
         forward = LadderEmbedder._forward
         def slow_forward(self, tokens):  # a slow model, so the kill lands mid-run
             time.sleep(0.05)
             return forward(self, tokens)
         LadderEmbedder._forward = slow_forward
-        EmbeddingStore({str(path)!r}).embed(read_fasta({str(fasta)!r}), models={MODELS!r},
-                                             flush_every=3, progress=False)
+        LocalEmbedder(EmbedOptions(flush_every=3)).embed(EmbeddingStore({str(path)!r}),
+                                                         read_fasta({str(fasta)!r}), {MODELS!r})
     """))
     process = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE)
     parts_dir = tmp_path / "killed.h5.parts"
@@ -106,7 +107,7 @@ def test_kill_9_mid_run_then_rerun_loses_and_duplicates_nothing(tmp_path):
     with pytest.raises(FileNotFoundError, match="holds only part files of an interrupted run"):
         store.ids()  # readers never write; the parts are merged by the next writer
     (parts_dir / ".part-x-r0-000009.h5.tmp").write_bytes(b"half written")  # what a kill leaves behind
-    added = store.embed(records, models=MODELS, flush_every=3, progress=False)  # the same command again
+    added = embed_into(store, records, MODELS, flush_every=3)  # the same command again
     assert not list(parts_dir.iterdir())
     assert added == len(records) - done_before
     assert_store_matches(store, records, reference(records))
@@ -115,10 +116,9 @@ def test_kill_9_mid_run_then_rerun_loses_and_duplicates_nothing(tmp_path):
 def test_a_part_merged_before_a_crash_is_not_counted_twice(tmp_path):
     records = random_records(8, seed=2)
     store = EmbeddingStore(tmp_path / "s.h5")
-    store.embed(records[:4], models=MODELS, progress=False)
-    run = store.embed  # write parts for the rest without merging them, then keep a copy of one
-    store.consolidate = lambda: 0
-    run(records, models=MODELS, flush_every=2, progress=False)
+    embed_into(store, records[:4], MODELS)
+    store.consolidate = lambda: 0  # write parts for the rest without merging them, then keep a copy of one
+    embed_into(store, records, MODELS, flush_every=2)
     del store.consolidate
     parts = sorted(store.parts_dir.glob("part-*.h5"))
     assert len(parts) == 2
@@ -133,23 +133,23 @@ def test_a_part_merged_before_a_crash_is_not_counted_twice(tmp_path):
 def test_float16_storage_and_changed_inputs(tmp_path):
     records = random_records(6, seed=3)
     store = EmbeddingStore(tmp_path / "half.h5")
-    store.embed(records, models=MODELS[:2], storage_dtype="float16", per_residue=True, progress=False)
+    embed_into(store, records, MODELS[:2], storage_dtype="float16", per_residue=True)
     with h5py.File(store.path) as handle:
         assert handle["pooled/tiny-32"].dtype == np.float16
     expected = LadderEmbedder(tiny_ladder(MODELS[:2]), progress=False).run(records)
     ids, pooled = store.pooled("tiny-32")
     assert pooled.dtype == np.float32
     np.testing.assert_allclose(pooled, expected.pooled["tiny-32"], rtol=2e-3, atol=2e-3)
-    with pytest.raises(ValueError, match="record 'p1' is already stored with a different sequence"):
-        store.embed([("p1", "MKVLA")], models=MODELS[:2], storage_dtype="float16", progress=False)
+    with pytest.raises(ValueError, match="record 'p1' is already stored in .* with a different sequence"):
+        embed_into(store, [("p1", "MKVLA")], MODELS[:2], storage_dtype="float16")
     with pytest.raises(ValueError, match=r"holds models \['tiny-32', 'tiny-48'\]; asked for \['tiny-32'\]"):
-        store.embed(records, models=["tiny-32"], storage_dtype="float16", progress=False)
+        embed_into(store, records, ["tiny-32"], storage_dtype="float16")
     with pytest.raises(ValueError, match="created with storage_dtype='float16'"):
-        store.embed(records, models=MODELS[:2], progress=False)
+        embed_into(store, records, MODELS[:2])
     with pytest.raises(ValueError, match=r"model 'tiny-64' is not in this store"):
         store.pooled("tiny-64")
     with pytest.raises(ValueError, match="storage_dtype='int8' must be one of"):
-        EmbeddingStore(tmp_path / "other.h5").embed(records, models=MODELS, storage_dtype="int8")
+        embed_into(EmbeddingStore(tmp_path / "other.h5"), records, MODELS, storage_dtype="int8")
 
 
 def test_corrupt_and_foreign_files_are_clear_errors(tmp_path):
@@ -183,8 +183,7 @@ def test_concurrent_writers_take_turns_and_report_progress(tmp_path):
 
     def write(report):
         try:
-            added.append(EmbeddingStore(path).embed(records, models=MODELS, flush_every=5, progress=False,
-                                                    on_part=report))
+            added.append(embed_into(EmbeddingStore(path), records, MODELS, flush_every=5, on_progress=report))
         except Exception as error:  # noqa: BLE001 - collected and asserted below
             errors.append(error)
 

@@ -127,7 +127,7 @@ def build_app(options: DashboardOptions | None = None, *, warm_up: bool = True,
         prepare_static(Path.cwd())  # plotly's widget code, served once per page (see .serving)
     state = DashboardState(options)
     if warm_up:
-        from revdistill.project import start_warm_up  # noqa: PLC0415
+        from revdistill.views.projection import start_warm_up  # noqa: PLC0415
 
         start_warm_up()
     errors = ErrorBox(state)

@@ -167,7 +167,7 @@ def slicer_curves(workspace: Workspace, *, max_points: int = 32, n_neighbors: in
 
 def _slicer_curves(workspace: Workspace, max_points: int, n_neighbors: int, n_queries: int,
                    report: ProgressCallback) -> SlicerCurves:
-    from revdistill.project import pca_view  # noqa: PLC0415
+    from revdistill.views.projection import pca_view  # noqa: PLC0415
 
     from .prefix_probe import prefix_probe_spearman  # noqa: PLC0415
 
@@ -258,7 +258,7 @@ def scaling_table(workspace: Workspace, prefix_dims: list[int] | None = None,
 
 def _scaling_table(workspace: Workspace, prefix_dims: list[int] | None,
                    report: ProgressCallback) -> pd.DataFrame:
-    from revdistill.probe import cross_validate  # noqa: PLC0415
+    from revdistill.experiment.probe import cross_validate  # noqa: PLC0415
 
     dataset = workspace.dataset
     scores = dataset.table[dataset.target].to_numpy(dtype=np.float64)

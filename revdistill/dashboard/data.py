@@ -115,7 +115,7 @@ def _from_records(name: str, kind: str, records: list[tuple[str, str]]) -> Datas
 
 def demo_dataset() -> Dataset:
     """The bundled demo protein set (``revdistill/data/demo.fasta``)."""
-    from revdistill.embed import read_fasta  # noqa: PLC0415 - torch import deferred to first use
+    from revdistill.esm.sequences import read_fasta  # noqa: PLC0415 - torch import deferred to first use
 
     with resources.as_file(resources.files("revdistill") / "data" / DEMO_FASTA) as path:
         if not path.is_file():
@@ -191,8 +191,8 @@ def uploaded_dataset(name: str, content: bytes, max_bytes: int) -> Dataset:
 
 
 def _parse_fasta_text(text: str, name: str) -> list[tuple[str, str]]:
-    """FASTA text -> records, with the same rules as :func:`revdistill.embed.read_fasta`."""
-    from revdistill.embed import read_fasta  # noqa: PLC0415
+    """FASTA text -> records, with the same rules as :func:`revdistill.esm.sequences.read_fasta`."""
+    from revdistill.esm.sequences import read_fasta  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "upload.fasta"

@@ -48,7 +48,7 @@ class ModelsPanel:
     """
 
     def __init__(self, state: DashboardState) -> None:
-        from revdistill.models import get_spec  # noqa: PLC0415
+        from revdistill.esm.models import get_spec  # noqa: PLC0415
 
         self.state = state
         options = state.options

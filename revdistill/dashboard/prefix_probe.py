@@ -1,9 +1,9 @@
-"""The probe of :func:`revdistill.probe.cross_validate`, for many prefixes of one matrix at once.
+"""The probe of :func:`revdistill.experiment.probe.cross_validate`, for many prefixes of one matrix at once.
 
 The slicer needs probe Spearman at ~30 prefix sizes. Fitting each prefix from scratch costs an SVD of
 the training rows per fold and inner fold. But the centred covariance of ``prefix(k)`` is the top-left
 ``k x k`` block of the full one, so each (outer, inner) training set needs one ``D x D`` covariance and
-then one small ``eigh`` per ``k``. The protocol is the same as :class:`revdistill.probe.RidgeProbe`:
+then one small ``eigh`` per ``k``. The protocol is the same as :class:`revdistill.experiment.probe.RidgeProbe`:
 targets standardized on the training folds, relative penalties scaled by the mean squared singular
 value, the penalty chosen by inner K-fold mean squared error (ties go to the larger penalty), Spearman
 over pooled out-of-fold predictions. ``tests/test_dashboard.py`` checks it against ``cross_validate``.
@@ -64,7 +64,7 @@ def prefix_probe_spearman(
     ks : sequence of int
         Prefix sizes, each in ``1..n_features``.
     alphas : sequence of float, optional
-        Relative penalties (default: :data:`revdistill.probe.DEFAULT_ALPHAS`).
+        Relative penalties (default: :data:`revdistill.experiment.probe.DEFAULT_ALPHAS`).
     inner_folds : int
         Folds of the inner CV choosing the penalty.
     random_state : int
@@ -75,7 +75,7 @@ def prefix_probe_spearman(
     numpy.ndarray, shape (len(ks),)
         Spearman per prefix (NaN where the predictions are constant).
     """
-    from revdistill.probe import DEFAULT_ALPHAS  # noqa: PLC0415
+    from revdistill.experiment.probe import DEFAULT_ALPHAS  # noqa: PLC0415
 
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(scores, dtype=np.float64)

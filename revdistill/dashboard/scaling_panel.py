@@ -29,7 +29,7 @@ def _error_bars(rows: pd.DataFrame) -> dict[str, Any]:
 
 def _width(model: str) -> float:
     """Embedding width of a model: the size axis (the tiny family has no meaningful parameter count)."""
-    from revdistill.models import get_spec  # noqa: PLC0415
+    from revdistill.esm.models import get_spec  # noqa: PLC0415
 
     return float(get_spec(model).dim)
 
@@ -58,7 +58,7 @@ class ScalingPanel:
     def __init__(self, state: DashboardState) -> None:
         import plotly.graph_objects as go  # noqa: PLC0415
 
-        from revdistill.probe import zero_shot_reference  # noqa: PLC0415
+        from revdistill.experiment.aggregate import zero_shot_reference  # noqa: PLC0415
 
         self.state = state
         self.table: pd.DataFrame | None = None

@@ -7,7 +7,7 @@ from typing import Any
 import ipywidgets as widgets
 import numpy as np
 
-from revdistill import project
+from revdistill.views import projection as project
 
 from .state import DashboardState
 from .widgets import figure_widget, hint, section_title

@@ -1,8 +1,8 @@
 """The dashboard's computation, without widgets: data set -> embeddings -> ladder -> nested views.
 
 :func:`compute_workspace` embeds a :class:`~.data.Dataset` with the chosen ESM-2 sizes through an
-:class:`~revdistill.store.EmbeddingStore` (so a second run, or reopening the page, embeds nothing
-again), fits the :class:`~revdistill.ladder.DistillationLadder` and the naive baseline from the stored
+:class:`~revdistill.esm.store.EmbeddingStore` (so a second run, or reopening the page, embeds nothing
+again), fits the :class:`~revdistill.core.ladder.DistillationLadder` and the naive baseline from the stored
 per-residue moments, and applies both to the mean-pooled vectors (every step is affine, so pooling
 commutes with the transform).
 """
@@ -91,7 +91,7 @@ def model_choices(device: str, weights_dir: str | Path | None = None) -> list[Mo
     weights_dir : str or Path, optional
         Folder holding checkpoints; default the torch-hub cache.
     """
-    from revdistill.models import get_spec, weights_available  # noqa: PLC0415
+    from revdistill.esm.models import get_spec, weights_available  # noqa: PLC0415
 
     free = _available_memory_bytes(device)
     bytes_per_param = 2 if device.startswith("cuda") else 4
@@ -165,7 +165,7 @@ class Workspace:
 
 
 def _check_models(models: tuple[str, ...]) -> tuple[str, ...]:
-    from revdistill.models import get_spec  # noqa: PLC0415
+    from revdistill.esm.models import get_spec  # noqa: PLC0415
 
     if len(models) < 2:
         raise ValueError(f"choose at least two model sizes for a ladder, got {list(models)}")
@@ -216,7 +216,7 @@ def compute_workspace(
     -------
     Workspace
     """
-    from revdistill.store import EmbeddingStore  # noqa: PLC0415
+    from revdistill.esm.store import EmbeddingStore  # noqa: PLC0415
 
     report = progress or (lambda fraction, message: None)
     models = _check_models(tuple(models))
@@ -235,9 +235,9 @@ def compute_workspace(
 
 def _compute(dataset: Dataset, models: tuple[str, ...], store: Any, device: str,
                     weights_dir: str | Path | None, report: ProgressCallback, chunk_size: int) -> Workspace:
-    from revdistill.ladder import DistillationLadder  # noqa: PLC0415
-    from revdistill.models import get_spec  # noqa: PLC0415
-    from revdistill.naive import NaiveConcatPCA  # noqa: PLC0415
+    from revdistill.core.ladder import DistillationLadder  # noqa: PLC0415
+    from revdistill.esm.models import get_spec  # noqa: PLC0415
+    from revdistill.core.naive import NaiveConcatPCA  # noqa: PLC0415
 
     seconds: dict[str, float] = {}
     start = time.perf_counter()
@@ -249,8 +249,10 @@ def _compute(dataset: Dataset, models: tuple[str, ...], store: Any, device: str,
 
     # One call: the models load once and the store is consolidated once; a part file (and a progress
     # report) every chunk_size records.
-    store.embed(records, models=models, device=device, weights_dir=weights_dir, progress=False,
-                flush_every=chunk_size, on_part=on_part)
+    from revdistill.esm.runner import EmbedOptions, LocalEmbedder  # noqa: PLC0415
+
+    options = EmbedOptions(device=device, weights_dir=weights_dir, flush_every=chunk_size)
+    LocalEmbedder(options).embed(store, records, models, on_progress=on_part)
     seconds["embed"] = time.perf_counter() - start
 
     start = time.perf_counter()

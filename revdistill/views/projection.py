@@ -1,6 +1,6 @@
 """Two-dimensional views of nested embeddings: PCA (instant) and UMAP (cached on disk).
 
-Data flow: a :class:`~revdistill.nested.NestedEmbedding` (or any ``(n_samples, n_features)`` array)
+Data flow: a :class:`~revdistill.core.nested.NestedEmbedding` (or any ``(n_samples, n_features)`` array)
 -> :func:`subspace` picks a prefix or a level's block -> :func:`pca_view` or :func:`umap_view`
 -> ``(n_samples, 2)`` coordinates for plotting.
 
@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from revdistill._arrays import file_lock, load_npz, save_npz
-from revdistill._linalg import flip_signs, symmetric_eigh_descending
+from revdistill._files import file_lock, load_npz, save_npz
+from revdistill.core.linalg import flip_signs, symmetric_eigh_descending
 
 logger = logging.getLogger(__name__)
 

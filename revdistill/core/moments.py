@@ -15,7 +15,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from revdistill._arrays import as_float_tensor, check_finite, encode_meta
+from revdistill.core.arrays import as_float_tensor, check_finite
+from revdistill._files import encode_meta
 
 FORMAT_NAME = "revdistill-moments"
 FORMAT_VERSION = 1
@@ -257,7 +258,7 @@ class Moments:
     @classmethod
     def from_state(cls, state: Mapping[str, np.ndarray], device: str | torch.device = "cpu") -> "Moments":
         """Rebuild from :meth:`to_state`'s arrays, checking format, version and shapes."""
-        from revdistill._arrays import read_meta
+        from revdistill._files import read_meta
 
         meta = read_meta(state, FORMAT_NAME, FORMAT_VERSION)
         moments = cls(meta["names"], meta["dims"], device=device)
@@ -276,14 +277,14 @@ class Moments:
 
     def save(self, path: str | Path) -> Path:
         """Write to ``path`` as an uncompressed ``.npz`` of plain arrays."""
-        from revdistill._arrays import save_npz
+        from revdistill._files import save_npz
 
         return save_npz(path, self.to_state())
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Moments":
         """Read a file written by :meth:`save`; pickled payloads are refused."""
-        from revdistill._arrays import load_npz
+        from revdistill._files import load_npz
 
         return cls.from_state(load_npz(path), device=device)
 

@@ -7,7 +7,7 @@ with fair-esm's ``ESM2`` class, seeded, for tests and offline demos.
 
 Examples
 --------
->>> from revdistill.models import get_spec, tiny_ladder
+>>> from revdistill.esm.models import get_spec, tiny_ladder
 >>> get_spec("650M").dim
 1280
 >>> ladder = tiny_ladder()              # {"tiny-32": ESM2, "tiny-48": ESM2, "tiny-64": ESM2}, untrained

@@ -7,7 +7,7 @@ ridge, or ordinary least squares), takes the residual ``large - f(small)``, keep
 The first ``d_s`` columns of the output are ``small`` itself, bit for bit.
 
 Everything is fitted from sufficient statistics (means and covariances in float64), so the same
-code fits from in-memory arrays, from a streamed :class:`~revdistill.moments.Moments`, or from a
+code fits from in-memory arrays, from a streamed :class:`~revdistill.core.moments.Moments`, or from a
 whole ladder's joint moments.
 """
 from __future__ import annotations
@@ -19,25 +19,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from revdistill._arrays import as_float_tensor, check_finite
-from revdistill._linalg import johnstone_rank, pseudo_inverse_psd, symmetric_eigh_descending
-from revdistill.moments import Moments
+from revdistill.core.arrays import as_float_tensor, check_finite
+from revdistill.core.base import NotFittedError, check_is_fitted  # noqa: F401 - re-exported
+from revdistill.core.linalg import johnstone_rank, pseudo_inverse_psd, symmetric_eigh_descending
+from revdistill.core.moments import Moments
 
 logger = logging.getLogger(__name__)
 
 REGRESSORS = ("pcr", "ridge", "ols")
-
-
-class NotFittedError(ValueError, AttributeError):
-    """Raised when an estimator is used before ``fit``."""
-
-
-def check_is_fitted(estimator: Any, attribute: str) -> None:
-    """Raise :class:`NotFittedError` unless ``estimator`` has the learned ``attribute``."""
-    if not hasattr(estimator, attribute):
-        raise NotFittedError(
-            f"this {type(estimator).__name__} is not fitted yet; call fit() or fit_moments() first"
-        )
+#: Learned arrays of a fitted step (saved in ladder files).
+LEARNED_ARRAYS = ("coef_", "intercept_", "residual_mean_", "components_", "explained_variance_",
+                  "explained_variance_ratio_")
+#: Learned scalars of a fitted step; the last three follow from the arrays' shapes.
+LEARNED_SCALARS = ("n_regression_components_", "johnstone_threshold_", "r2_", "prefix_correlation_max_",
+                   "n_samples_seen_", "n_components_", "n_features_in_", "n_features_large_")
+_DERIVED = {"n_components_", "n_features_in_", "n_features_large_"}
 
 
 @dataclass(frozen=True)
@@ -173,23 +169,56 @@ class ReverseDistiller:
         scale = torch.sqrt(torch.diagonal(stats.cov_small)).clamp(min=1e-300)[:, None] * \
             torch.sqrt(values[:n_components]).clamp(min=1e-300)[None, :]
         to_numpy = lambda tensor: tensor.detach().cpu().numpy().astype(np.float64)  # noqa: E731
-        self.coef_ = to_numpy(coef_t.T)
-        self.intercept_ = to_numpy(intercept)
-        self.residual_mean_ = to_numpy(residual_mean)
-        self.components_ = to_numpy(components)
-        self.explained_variance_ = to_numpy(values[:n_components])
-        self.explained_variance_ratio_ = to_numpy(values[:n_components] / total_residual) \
-            if total_residual > 0 else np.zeros(n_components)
-        self.n_components_ = n_components
-        self.n_regression_components_ = details["rank"]
-        self.johnstone_threshold_ = details.get("threshold")
-        self.r2_ = float(r2.mean())
-        self.prefix_correlation_max_ = float((cross.abs() / scale).max()) if cross.numel() else 0.0
-        self.n_features_in_ = d_small
-        self.n_features_large_ = d_large
-        self.n_samples_seen_ = int(stats.count)
+        self._set_learned({
+            "coef_": to_numpy(coef_t.T),
+            "intercept_": to_numpy(intercept),
+            "residual_mean_": to_numpy(residual_mean),
+            "components_": to_numpy(components),
+            "explained_variance_": to_numpy(values[:n_components]),
+            "explained_variance_ratio_": to_numpy(values[:n_components] / total_residual)
+            if total_residual > 0 else np.zeros(n_components),
+            "n_regression_components_": details["rank"],
+            "johnstone_threshold_": details.get("threshold"),
+            "r2_": float(r2.mean()),
+            "prefix_correlation_max_": float((cross.abs() / scale).max()) if cross.numel() else 0.0,
+            "n_samples_seen_": int(stats.count),
+        })
         logger.info("fitted %s step %d -> %d: R2=%.4f, %d regression components, %d residual components",
                     self.regressor, d_small, d_large, self.r2_, self.n_regression_components_, n_components)
+        return self
+
+    def _set_learned(self, learned: dict[str, Any]) -> "ReverseDistiller":
+        """The one place learned state is set (by fitting, loading or importing), checked for shape.
+
+        ``learned`` holds every name of :data:`LEARNED_ARRAYS` and :data:`LEARNED_SCALARS` except the
+        ones derived from the arrays (``n_components_``, ``n_features_in_``, ``n_features_large_``).
+        """
+        expected = set(LEARNED_ARRAYS) | set(LEARNED_SCALARS) - _DERIVED
+        missing, extra = expected - set(learned), set(learned) - expected
+        if missing or extra:
+            raise ValueError(f"learned state needs exactly {sorted(expected)}; missing {sorted(missing)}, "
+                             f"unexpected {sorted(extra)}")
+        arrays = {name: np.asarray(learned[name], dtype=np.float64) for name in LEARNED_ARRAYS}
+        d_large, d_small = np.atleast_2d(arrays["coef_"]).shape
+        n_components = arrays["components_"].shape[0] if arrays["components_"].ndim == 2 else -1
+        shapes = {"coef_": (d_large, d_small), "intercept_": (d_large,), "residual_mean_": (d_large,),
+                  "components_": (n_components, d_large), "explained_variance_": (n_components,),
+                  "explained_variance_ratio_": (n_components,)}
+        for name, shape in shapes.items():
+            if arrays[name].shape != shape:
+                raise ValueError(f"{name} has shape {arrays[name].shape}; expected {shape} for a "
+                                 f"{d_small} -> {d_large} step with {n_components} residual components")
+        for name in ("coef_", "intercept_", "residual_mean_", "components_"):
+            if not np.isfinite(arrays[name]).all():
+                raise ValueError(f"{name} holds NaN or infinity; the statistics it was fitted from overflowed "
+                                 f"or were not finite (rescale the inputs)")
+        for name, value in arrays.items():
+            setattr(self, name, value)
+        for name in set(LEARNED_SCALARS) - _DERIVED:
+            setattr(self, name, learned[name])
+        self.n_components_ = n_components
+        self.n_features_in_ = d_small
+        self.n_features_large_ = d_large
         return self
 
     # ------------------------------------------------------------------ transforming

@@ -1,23 +1,20 @@
 """On-disk embedding store (HDF5): pooled vectors per model, joint moments, resumable and crash-safe.
 
-API
----
->>> from revdistill.store import EmbeddingStore
->>> store = EmbeddingStore("demo.h5")
->>> store.embed(records, models=("tiny-32", "tiny-64"))     # computes only records not stored yet
->>> ids, pooled = store.pooled("tiny-64")                    # list[str], (n, 64) float32
->>> store.moments()                                          # Moments over every stored residue
->>> store.per_residue("tiny-64", "P0CG48")                   # (length, 64), if kept (per_residue=...)
+The store only stores; :class:`revdistill.esm.runner.LocalEmbedder` embeds records into it.
 
-``EmbeddingStore(path)``
-    Open or prepare a store; nothing is written until :meth:`EmbeddingStore.embed`.
-``store.embed(records, models=..., device="cpu", dtype="fp32", per_residue=False, storage_dtype="float32",
-weights_dir=None, token_budget=None, long_sequences="window", flush_every=1024, progress=True) -> int``
-    Embed the records not yet stored (by id; a stored id whose sequence changed is an error) with every
-    model at once and return how many were added. Under ``torchrun`` records are sharded across ranks.
-``store.ids()``, ``len(store)``, ``store.models()``, ``store.dims()``, ``store.lengths()``,
+>>> import tempfile, pathlib
+>>> from revdistill.esm.runner import LocalEmbedder
+>>> store = EmbeddingStore(pathlib.Path(tempfile.mkdtemp()) / "demo.h5")
+>>> LocalEmbedder().embed(store, [("ubq", "MQIFVKTLTGK"), ("p2", "MKVLAAGIVG")], ("tiny-32", "tiny-64"))
+2
+>>> ids, pooled = store.pooled("tiny-64")                    # list[str], (n, 64) float32
+>>> ids, pooled.shape, store.moments().count                 # moments over every stored residue
+(['ubq', 'p2'], (2, 64), 21)
+
+Reading: ``store.ids()``, ``len(store)``, ``store.models()``, ``store.dims()``, ``store.lengths()``,
 ``store.sequence_hashes()``, ``store.pooled(model)``, ``store.moments()``, ``store.per_residue(model, id)``,
-``store.per_residue_ids()``, ``store.info()``.
+``store.per_residue_ids()``, ``store.info()``. Writing (used by the runner): ``store.missing(...)``,
+``store.write_part(...)``, ``store.consolidate()``, ``store.writer_lock()``.
 
 Layout and crash safety
 -----------------------
@@ -34,12 +31,11 @@ While a run goes, every ``flush_every`` records are written as a complete part f
 the start of the next one, parts are merged into a new copy of the main file that replaces it with an
 atomic ``os.replace``; the copy lists the parts it absorbed, so a crash between the replace and the
 deletion of the parts cannot count them twice. ``kill -9`` at any moment therefore loses at most the
-part being written, and rerunning the same command resumes from there (or call
-:meth:`EmbeddingStore.consolidate` to merge the parts without embedding more). A single-process
-:meth:`EmbeddingStore.embed` holds an exclusive lock on ``<path>.lock``, so concurrent writers (two
-dashboard visitors, two shells) take turns and the later one finds the records already stored; the
-ranks of one ``torchrun`` job write disjoint parts and rank 0 merges them (one job per store).
-Readers never write, so they may read while a run is going and see what the finished runs committed.
+part being written, and rerunning the same command resumes from there. Writers hold an exclusive lock
+on ``<path>.lock`` (:meth:`EmbeddingStore.writer_lock`), so concurrent writers (two dashboard
+visitors, two shells) take turns and the later one finds the records already stored; the ranks of one
+``torchrun`` job write disjoint parts and rank 0 merges them (one job per store). Readers never
+write, so they may read while a run is going and see what the finished runs committed.
 """
 from __future__ import annotations
 
@@ -47,14 +43,12 @@ import hashlib
 import json
 import logging
 import os
-import time
-import uuid
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from revdistill._arrays import file_lock
+from revdistill._files import file_lock
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +124,7 @@ class EmbeddingStore:
     Parameters
     ----------
     path : str or Path
-        The HDF5 file (created on the first :meth:`embed`). Pending parts live in ``<path>.parts/``.
+        The HDF5 file (created on the first commit). Pending parts live in ``<path>.parts/``.
 
     Raises
     ------
@@ -156,8 +150,9 @@ class EmbeddingStore:
         if not self.path.exists():
             if self._pending_parts():
                 raise FileNotFoundError(f"store {self.path} holds only part files of an interrupted run; "
-                                        f"rerun embed() (or call consolidate()) to merge them")
-            raise FileNotFoundError(f"store {self.path} does not exist yet; call embed() first")
+                                        f"rerun the embedding command to merge them")
+            raise FileNotFoundError(f"store {self.path} does not exist yet; embed records into it first "
+                                    f"(revdistill embed, or revdistill.esm.runner.LocalEmbedder)")
         return _open_checked(self.path, "store")
 
     def info(self) -> dict:
@@ -209,7 +204,7 @@ class EmbeddingStore:
 
     def moments(self, device: str = "cpu"):
         """Joint per-residue :class:`~revdistill.Moments` of every stored model (ladder order)."""
-        from revdistill.moments import Moments
+        from revdistill.core.moments import Moments
 
         with self._read() as handle:
             return Moments.from_state({key: handle["moments"][key][()] for key in handle["moments"]}, device=device)
@@ -225,7 +220,7 @@ class EmbeddingStore:
         Raises
         ------
         KeyError
-            The record's per-residue values were not kept (``embed(..., per_residue=...)``).
+            The record's per-residue values were not kept (``LocalEmbedder.embed(..., per_residue=...)``).
         """
         model = self._alias(model)
         with self._read() as handle:
@@ -241,7 +236,7 @@ class EmbeddingStore:
 
     @staticmethod
     def _alias(model: str) -> str:
-        from revdistill.models import get_spec
+        from revdistill.esm.models import get_spec
 
         return get_spec(model).alias
 
@@ -252,161 +247,41 @@ class EmbeddingStore:
             raise ValueError(f"model {model!r} is not in this store; it holds {models}")
 
     # ------------------------------------------------------------------------------ writing
-    def embed(self, records: Iterable[tuple[str, str]] | Mapping[str, str], models: Sequence[str] | str = ("8M",), *,
-              device: str = "cpu", dtype: str = "fp32", per_residue: bool | Iterable[str] = False,
-              storage_dtype: str = "float32", weights_dir: str | Path | None = None, download: bool = False,
-              token_budget: int | None = None, long_sequences: str = "window", flush_every: int = 1024,
-              progress: bool = True, rank: int | None = None, world_size: int | None = None,
-              on_part: Callable[[int, int], None] | None = None) -> int:
-        """Embed the records that are not stored yet and append them.
+    def writer_lock(self):
+        """Context manager holding the store's inter-process writer lock (``<path>.lock``).
 
-        Parameters
-        ----------
-        records : sequence of (id, sequence) or mapping id -> sequence
-        models : sequence of str or comma-separated str
-            Aliases or fair-esm names, small to large (``("8M", "35M")``, ``"tiny-32,tiny-64"``).
-            An existing store must be extended with the same models.
-        device, dtype, token_budget, long_sequences
-            Passed to :class:`~revdistill.embed.LadderEmbedder`.
-        per_residue : bool or iterable of str, default=False
-            Also keep per-residue values for all (True) or the given ids among the records computed now.
-        storage_dtype : {"float32", "float16"}, default="float32"
-            On-disk dtype of pooled and per-residue values, fixed when the store is created.
-        weights_dir, download
-            Passed to :func:`~revdistill.models.load_esm2`.
-        flush_every : int, default=1024
-            Records per atomic part file (the most a crash can lose).
-        rank, world_size : int, optional
-            Shard of this process; default from ``torch.distributed`` when it is initialised.
-        on_part : callable, optional
-            ``on_part(done, total)`` after each part file is written: records of this process's shard
-            embedded so far, and the shard's size (for progress bars in applications).
-
-        Returns
-        -------
-        int
-            Records added by this call (on all ranks together).
+        Writers (:meth:`revdistill.esm.runner.LocalEmbedder.embed`, :meth:`consolidate`) take turns
+        under it; readers never need it.
         """
-        from revdistill.embed import validate_records
-        from revdistill.models import get_spec
+        return file_lock(self.path.with_name(self.path.name + ".lock"))
 
-        specs = [get_spec(name) for name in (models.split(",") if isinstance(models, str) else models)]
-        aliases = [spec.alias for spec in specs]
-        if not aliases or len(set(aliases)) != len(aliases):
-            raise ValueError(f"models={list(models)} must name at least one model, each once")
-        if storage_dtype not in _STORAGE_DTYPES:
-            raise ValueError(f"storage_dtype={storage_dtype!r} must be one of {_STORAGE_DTYPES}")
-        if int(flush_every) < 1:
-            raise ValueError(f"flush_every={flush_every} must be a positive integer")
-        rank, world_size = self._rank_world(rank, world_size)
-        records = validate_records(records)
-        if world_size > 1:
-            return self._embed(records, specs, device, dtype, per_residue, storage_dtype, weights_dir,
-                               download, token_budget, long_sequences, flush_every, progress, rank,
-                               world_size, on_part)
-        with file_lock(self.path.with_name(self.path.name + ".lock")):
-            return self._embed(records, specs, device, dtype, per_residue, storage_dtype, weights_dir,
-                               download, token_budget, long_sequences, flush_every, progress, rank,
-                               world_size, on_part)
-
-    def _embed(self, records, specs, device, dtype, per_residue, storage_dtype, weights_dir, download,
-               token_budget, long_sequences, flush_every, progress, rank, world_size, on_part) -> int:
-        from revdistill.embed import LadderEmbedder
-        from revdistill.models import load_esm2
-
-        aliases = [spec.alias for spec in specs]
-        if rank == 0:
-            self.consolidate()
-        self._barrier(world_size)
-        stored = self._stored_hashes_checked(aliases, [spec.dim for spec in specs], storage_dtype)
-        missing = []
-        for record_id, sequence in records:
-            digest = sequence_hash(sequence)
-            if record_id in stored:
-                if stored[record_id] != digest:
-                    raise ValueError(f"record {record_id!r} is already stored with a different sequence; "
-                                     f"use another store or another id")
-                continue
-            missing.append((record_id, sequence, digest))
-        total_new = len(missing)
-        shard = missing[rank::world_size]
-        stored_residues = self._stored_residues() if rank == 0 else 0
-        run_moments = None
-        if shard:
-            loaded = {spec.alias: load_esm2(spec.alias, weights_dir=weights_dir, download=download)[0]
-                      for spec in specs}
-            engine = LadderEmbedder(loaded, device=device, dtype=dtype, token_budget=token_budget,
-                                    long_sequences=long_sequences, progress=progress)
-            keep = per_residue if isinstance(per_residue, (bool, str)) else {str(i) for i in per_residue}
-            # part names sort by run start time, then rank and chunk number (stored order follows)
-            run_name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}-r{rank:04d}"
-            bar = engine._progress_bar(sum(len(seq) for _, seq, _ in shard), leave=True)
-            try:
-                for number, start in enumerate(range(0, len(shard), int(flush_every))):
-                    chunk = shard[start:start + int(flush_every)]
-                    result = engine.run([(record_id, seq) for record_id, seq, _ in chunk], per_residue=keep,
-                                        bar=bar)
-                    self._write_part(f"part-{run_name}-{number:06d}", result, [d for _, _, d in chunk],
-                                     storage_dtype)
-                    run_moments = result.moments if run_moments is None else run_moments.merge(result.moments)
-                    if on_part is not None:
-                        on_part(min(start + int(flush_every), len(shard)), len(shard))
-            finally:
-                bar.close()
-        self._barrier(world_size)
-        if rank == 0:
-            self.consolidate()
-        if world_size > 1:
-            self._check_distributed(run_moments, aliases, [spec.dim for spec in specs], stored_residues, rank)
-        self._barrier(world_size)
-        return total_new
-
-    def _stored_residues(self) -> int:
+    def stored_residues(self) -> int:
+        """Residues counted in the main file's moments (0 before the first commit)."""
         if not self.path.exists():
             return 0
         with _open_checked(self.path, "store") as handle:
             return int(handle["moments/count"][()])
 
-    def _check_distributed(self, run_moments, aliases: list[str], dims: list[int], stored_before: int,
-                           rank: int) -> None:
-        """All-reduce the ranks' moments and check the merged store gained exactly those residues."""
-        import torch.distributed as dist
-        from revdistill.moments import Moments
+    def missing(self, records: Sequence[tuple[str, str]], models: Sequence[str], dims: Sequence[int],
+                storage_dtype: str) -> list[tuple[str, str, str]]:
+        """The records not stored yet, as ``(id, sequence, sha256)``, in the given order.
 
-        if not (dist.is_available() and dist.is_initialized()):
-            return
-        if run_moments is None:
-            run_moments = Moments(aliases, dims)
-        run_moments = run_moments.to("cpu") if dist.get_backend() == "gloo" else run_moments
-        run_moments.all_reduce()
-        if rank == 0:
-            gained = self._stored_residues() - stored_before
-            if gained != run_moments.count:
-                raise RuntimeError(f"store {self.path} gained {gained} residues but the ranks embedded "
-                                   f"{run_moments.count} (all-reduced); a part file was lost")
-            logger.info("%d ranks embedded %d residues (all-reduced moments match the store)",
-                        dist.get_world_size(), run_moments.count)
-
-    # ------------------------------------------------------------------------------ internals
-    @staticmethod
-    def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
-        if rank is None or world_size is None:
-            import torch.distributed as dist
-
-            if dist.is_available() and dist.is_initialized():
-                return dist.get_rank(), dist.get_world_size()
-            return 0, 1
-        if not 0 <= int(rank) < int(world_size):
-            raise ValueError(f"rank={rank} must be between 0 and world_size-1={int(world_size) - 1}")
-        return int(rank), int(world_size)
-
-    @staticmethod
-    def _barrier(world_size: int) -> None:
-        if world_size > 1:
-            import torch.distributed as dist
-
-            if dist.is_available() and dist.is_initialized():
-                dist.barrier()
+        Raises
+        ------
+        ValueError
+            The store holds other models or another storage dtype, or a stored id has another sequence.
+        """
+        stored = self._stored_hashes_checked(list(models), list(dims), storage_dtype)
+        missing = []
+        for record_id, sequence in records:
+            digest = sequence_hash(sequence)
+            if record_id in stored:
+                if stored[record_id] != digest:
+                    raise ValueError(f"record {record_id!r} is already stored in {self.path} with a different "
+                                     f"sequence; use another store or another id")
+                continue
+            missing.append((record_id, sequence, digest))
+        return missing
 
     def _stored_hashes_checked(self, aliases: list[str], dims: list[int], storage_dtype: str) -> dict[str, str]:
         if not self.path.exists():
@@ -427,7 +302,7 @@ class EmbeddingStore:
             return []
         return sorted(path for path in self.parts_dir.glob("part-*.h5"))
 
-    def _write_part(self, name: str, result, hashes: list[str], storage_dtype: str) -> Path:
+    def write_part(self, name: str, result, hashes: list[str], storage_dtype: str) -> Path:
         """Write one complete part under a temporary name and rename it into place (atomic)."""
         h5py = _h5py()
         self.parts_dir.mkdir(parents=True, exist_ok=True)
@@ -504,7 +379,7 @@ class EmbeddingStore:
             path.unlink(missing_ok=True)
 
     def _merge_into(self, target: Path, parts: list[Path]) -> None:
-        from revdistill.moments import Moments
+        from revdistill.core.moments import Moments
 
         h5py = _h5py()
         with h5py.File(target, "w") as out:

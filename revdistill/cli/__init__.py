@@ -12,8 +12,8 @@ import sys
 from typing import Sequence
 
 _COMMAND_MODULES = (
-    "revdistill._cli_embed",
-    "revdistill._cli_proteingym",
+    "revdistill.cli.embed",
+    "revdistill.cli.proteingym",
 )
 
 

@@ -1,4 +1,4 @@
-"""Small shared helpers: array conversion, validation, pickle-free npz files, an inter-process lock."""
+"""File helpers shared by every layer: pickle-free npz files with JSON metadata, atomic writes, an inter-process lock."""
 from __future__ import annotations
 
 import contextlib
@@ -10,42 +10,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-import torch
-
-
-def as_float_tensor(values: Any, name: str, device: str | torch.device | None = None) -> torch.Tensor:
-    """Return ``values`` (numpy or torch) as a floating torch tensor, without copying when possible."""
-    if isinstance(values, torch.Tensor):
-        tensor = values
-    elif isinstance(values, np.ndarray):
-        tensor = torch.from_numpy(np.ascontiguousarray(values))
-    else:
-        try:
-            tensor = torch.as_tensor(np.asarray(values))
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"{name} must be a numeric array, got {type(values).__name__}") from error
-    if not (tensor.is_floating_point() or tensor.dtype in (torch.int32, torch.int64)):
-        raise ValueError(f"{name} must hold real numbers, got dtype {tensor.dtype}")
-    if not tensor.is_floating_point():
-        tensor = tensor.to(torch.float64)
-    if device is not None:
-        tensor = tensor.to(device)
-    return tensor
-
-
-def check_finite(values: torch.Tensor | np.ndarray, name: str) -> None:
-    """Raise a ValueError naming the first row that holds NaN or infinity."""
-    if isinstance(values, np.ndarray):
-        bad_rows = np.flatnonzero(~np.isfinite(values).all(axis=-1)) if values.ndim > 1 else \
-            np.flatnonzero(~np.isfinite(values))
-        if bad_rows.size:
-            raise ValueError(f"{name} contains NaN or infinity (first bad row: {int(bad_rows[0])})")
-        return
-    finite = torch.isfinite(values)
-    if not bool(finite.all()):
-        rows = finite.all(dim=-1) if values.ndim > 1 else finite
-        first = int(torch.nonzero(~rows)[0, 0])
-        raise ValueError(f"{name} contains NaN or infinity (first bad row: {first})")
 
 
 def encode_meta(meta: Mapping[str, Any]) -> np.ndarray:
@@ -53,20 +17,23 @@ def encode_meta(meta: Mapping[str, Any]) -> np.ndarray:
     return np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8).copy()
 
 
-def read_meta(state: Mapping[str, np.ndarray], format_name: str, version: int) -> dict[str, Any]:
-    """Decode the ``meta`` array of a saved state and check its format name and version."""
+def read_meta(state: Mapping[str, np.ndarray], format_name: str, version: int | tuple[int, ...]) -> dict[str, Any]:
+    """Decode the ``meta`` array of a saved state and check its format name and version (or versions)."""
+    versions = (version,) if isinstance(version, int) else tuple(version)
     if "meta" not in state:
         raise ValueError(f"not a {format_name} file: it has no 'meta' entry (keys: {sorted(state)[:8]})")
     try:
         meta = json.loads(np.asarray(state["meta"], dtype=np.uint8).tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"not a {format_name} file: its metadata is not valid JSON") from error
+    if not isinstance(meta, dict):
+        raise ValueError(f"not a {format_name} file: its metadata is not a JSON object")
     if meta.get("format") != format_name:
         raise ValueError(f"not a {format_name} file: its metadata says format={meta.get('format')!r}")
-    if meta.get("version") != version:
+    if meta.get("version") not in versions:
         raise ValueError(
             f"{format_name} file version {meta.get('version')!r} is not supported by this revdistill "
-            f"(which reads version {version}); refit or convert it"
+            f"(which reads version {' or '.join(map(str, versions))}); refit or convert it"
         )
     return meta
 

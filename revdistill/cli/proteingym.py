@@ -95,8 +95,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_benchmark(args: argparse.Namespace, assays: list[str], models: list[str]) -> int:
-    from revdistill.features import run_benchmark
-    from revdistill.probe import aggregate
+    from revdistill.experiment.features import run_benchmark
+    from revdistill.experiment.aggregate import aggregate
 
     store = args.store or default_store(models)  # the store creates its folder when it first writes
     results = run_benchmark(

@@ -18,8 +18,8 @@ residue the vector from the window whose centre is nearest (cut at the middle of
 
 Examples
 --------
->>> from revdistill.models import tiny_ladder
->>> from revdistill.embed import LadderEmbedder
+>>> from revdistill.esm.models import tiny_ladder
+>>> from revdistill.esm.embed import LadderEmbedder
 >>> result = LadderEmbedder(tiny_ladder(), progress=False).run([("ubq", "MQIFVKTLTGK")])
 >>> result.pooled["tiny-64"].shape, result.moments.count
 ((1, 64), 11)
@@ -34,179 +34,19 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from revdistill.esm.forward import lean_forward, stock_forward
+from revdistill.esm.sequences import AMINO_ACIDS, EXTRA_LETTERS, validate_records
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "MAX_RESIDUES",
-    "EmbeddingResult",
-    "LadderEmbedder",
-    "embed",
-    "read_fasta",
-    "validate_records",
-    "lean_forward",
-    "stock_forward",
-]
+__all__ = ["MAX_RESIDUES", "EmbeddingResult", "LadderEmbedder", "embed"]
 
 #: Residues per forward pass ESM-2 was trained on (1024 positions minus BOS and EOS).
 MAX_RESIDUES = 1022
 _LONG_MODES = ("window", "truncate", "error")
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
            "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
-#: Residue letters fair-esm's ESM-1b alphabet accepts (X, B, Z, U, O are tokens of their own).
-AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
-EXTRA_LETTERS = "XBZUO"
-
-
-# ---------------------------------------------------------------------------------------------- input
-def read_fasta(path: str | Path) -> list[tuple[str, str]]:
-    """Read a FASTA file into ``(id, sequence)`` pairs; the id is the header's first word.
-
-    Raises
-    ------
-    ValueError
-        Sequence lines before any header, or a file with no records.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"FASTA file {path} does not exist")
-    records: list[tuple[str, str]] = []
-    header: str | None = None
-    chunks: list[str] = []
-    with path.open() as handle:
-        for line_number, line in enumerate(handle, start=1):
-            line = line.strip()
-            if not line or line.startswith(";"):
-                continue
-            if line.startswith(">"):
-                if header is not None:
-                    records.append((header, "".join(chunks)))
-                words = line[1:].split()
-                if not words:
-                    raise ValueError(f"{path}:{line_number}: FASTA header has no id")
-                header, chunks = words[0], []
-            elif header is None:
-                raise ValueError(f"{path}:{line_number}: sequence line before the first '>' header")
-            else:
-                chunks.append("".join(line.split()))
-    if header is not None:
-        records.append((header, "".join(chunks)))
-    if not records:
-        raise ValueError(f"{path} holds no FASTA records")
-    return records
-
-
-def validate_records(records: Iterable[tuple[str, str]] | Mapping[str, str]) -> list[tuple[str, str]]:
-    """Check records and return them as ``(id, SEQUENCE)`` with upper-cased sequences.
-
-    Raises
-    ------
-    ValueError
-        Empty input, an empty id or sequence, duplicate ids, or a character outside the 20 amino acids
-        plus X/B/Z/U/O; the message names the record and the 1-based position.
-    """
-    items = list(records.items()) if isinstance(records, Mapping) else list(records)
-    if not items:
-        raise ValueError("records is empty: give at least one (id, sequence) pair")
-    allowed = set(AMINO_ACIDS + EXTRA_LETTERS)
-    seen: dict[str, int] = {}
-    clean = []
-    for index, item in enumerate(items):
-        if not isinstance(item, (tuple, list)) or len(item) != 2:
-            raise ValueError(f"record {index} must be an (id, sequence) pair, got {item!r:.80}")
-        record_id, sequence = str(item[0]), str(item[1])
-        if not record_id:
-            raise ValueError(f"record {index} has an empty id")
-        if record_id in seen:
-            raise ValueError(f"duplicate record id {record_id!r} (records {seen[record_id]} and {index})")
-        seen[record_id] = index
-        sequence = sequence.upper()
-        if not sequence:
-            raise ValueError(f"record {record_id!r} has an empty sequence")
-        bad = set(sequence) - allowed
-        if bad:
-            position, letter = next((i, c) for i, c in enumerate(sequence, start=1) if c in bad)
-            raise ValueError(
-                f"record {record_id!r} has invalid character {letter!r} at position {position}; "
-                f"allowed: {AMINO_ACIDS} and {EXTRA_LETTERS} (tokens of fair-esm's alphabet)"
-            )
-        clean.append((record_id, sequence))
-    return clean
-
-
-# ---------------------------------------------------------------------------------------------- forward
-_ROTARY_CACHE: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
-
-
-def _rotary_tables(length: int, head_dim: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """fair-esm's rotary cos/sin tables, built and kept in float32, shape (length, head_dim)."""
-    key = (length, head_dim, str(device))
-    if key not in _ROTARY_CACHE:
-        if len(_ROTARY_CACHE) > 64:
-            _ROTARY_CACHE.clear()
-        inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim))
-        positions = torch.arange(length).type_as(inv_freq)
-        freqs = torch.einsum("i,j->ij", positions, inv_freq)
-        table = torch.cat((freqs, freqs), dim=-1)
-        _ROTARY_CACHE[key] = (table.cos().to(device), table.sin().to(device))
-    return _ROTARY_CACHE[key]
-
-
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
-
-
-def stock_forward(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """fair-esm's own forward; returns the last layer's representation, shape (batch, length, dim)."""
-    layer = model.num_layers
-    return model(tokens, repr_layers=[layer])["representations"][layer]
-
-
-def lean_forward(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """ESM-2 forward with fair-esm's weights, SDPA attention and float32 rotary tables.
-
-    Computes in the model's parameter dtype; rotary embedding is applied in float32 and cast back.
-    Matches :func:`stock_forward` (same math: token-dropout rescaling, pre-LN layers, erf GELU,
-    final layer norm).
-
-    Parameters
-    ----------
-    model : esm.model.esm2.ESM2
-    tokens : torch.Tensor of shape (batch, length), int64, on the model's device
-
-    Returns
-    -------
-    torch.Tensor of shape (batch, length, dim), the model's dtype
-    """
-    padding_mask = tokens.eq(model.padding_idx)
-    x = model.embed_scale * model.embed_tokens(tokens)
-    if model.token_dropout:
-        x = x.masked_fill((tokens == model.mask_idx).unsqueeze(-1), 0.0)
-        mask_ratio_train = 0.15 * 0.8
-        src_lengths = (~padding_mask).sum(-1)
-        mask_ratio_observed = (tokens == model.mask_idx).sum(-1).to(x.dtype) / src_lengths
-        x = x * (1 - mask_ratio_train) / (1 - mask_ratio_observed)[:, None, None]
-    x = x * (1 - padding_mask.unsqueeze(-1).type_as(x))
-    attn_mask = (~padding_mask)[:, None, None, :] if padding_mask.any() else None
-    batch, length, dim = x.shape
-    heads = model.attention_heads
-    head_dim = dim // heads
-    cos, sin = _rotary_tables(length, head_dim, x.device)
-    for layer in model.layers:
-        attention = layer.self_attn
-        hidden = layer.self_attn_layer_norm(x)
-        q = attention.q_proj(hidden).view(batch, length, heads, head_dim).transpose(1, 2)
-        k = attention.k_proj(hidden).view(batch, length, heads, head_dim).transpose(1, 2)
-        v = attention.v_proj(hidden).view(batch, length, heads, head_dim).transpose(1, 2)
-        q = _rotate(q.float() * attention.scaling, cos, sin).to(x.dtype)
-        k = _rotate(k.float(), cos, sin).to(x.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=1.0)
-        x = x + attention.out_proj(out.transpose(1, 2).reshape(batch, length, dim))
-        hidden = layer.final_layer_norm(x)
-        x = x + layer.fc2(F.gelu(layer.fc1(hidden)))
-    return model.emb_layer_norm_after(x)
 
 
 # ---------------------------------------------------------------------------------------------- planning
@@ -509,7 +349,7 @@ class LadderEmbedder:
         return wanted & ids
 
     def _new_moments(self):
-        from revdistill.moments import Moments
+        from revdistill.core.moments import Moments
 
         return Moments(tuple(self.models), tuple(self.dims.values()), device=self.device)
 

@@ -81,8 +81,9 @@ def _distributed_setup(device: str | None) -> tuple[str, bool]:
 
 def run_embed(args: argparse.Namespace) -> int:
     """Run ``revdistill embed``; return the exit status."""
-    from revdistill.embed import read_fasta
-    from revdistill.store import EmbeddingStore
+    from revdistill.esm.runner import EmbedOptions, LocalEmbedder
+    from revdistill.esm.sequences import read_fasta
+    from revdistill.esm.store import EmbeddingStore
 
     records = read_fasta(args.fasta)
     store = EmbeddingStore(args.out)
@@ -97,11 +98,11 @@ def run_embed(args: argparse.Namespace) -> int:
         import torch.distributed as dist
 
         rank = dist.get_rank() if dist.is_initialized() else 0
-        added = store.embed(records, models=args.models, device=device, dtype=dtype, per_residue=per_residue,
-                            storage_dtype=args.storage_dtype, weights_dir=args.weights_dir,
-                            download=args.download, token_budget=args.token_budget,
-                            long_sequences=args.long_sequences, flush_every=args.flush_every,
-                            progress=not args.no_progress and rank == 0)
+        options = EmbedOptions(device=device, dtype=dtype, token_budget=args.token_budget,
+                               long_sequences=args.long_sequences, weights_dir=args.weights_dir,
+                               download=args.download, storage_dtype=args.storage_dtype,
+                               flush_every=args.flush_every, progress=not args.no_progress and rank == 0)
+        added = LocalEmbedder(options).embed(store, records, args.models, per_residue=per_residue)
         if rank == 0:
             info = store.info()
             print(f"{args.out}: added {added} record(s); {info['n_records']} records, "
@@ -115,7 +116,7 @@ def run_embed(args: argparse.Namespace) -> int:
 def run_fit(args: argparse.Namespace) -> int:
     """Run ``revdistill fit``; return the exit status."""
     from revdistill import DistillationLadder
-    from revdistill.store import EmbeddingStore
+    from revdistill.esm.store import EmbeddingStore
 
     if not args.store.is_file():
         raise FileNotFoundError(f"store {args.store} does not exist; create it with `revdistill embed`")

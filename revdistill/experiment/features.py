@@ -10,7 +10,7 @@ For a ladder of models (small to large) and the mean-pooled embedding of every m
 
 Every step of the ladder is affine, so the pooled reverse-distilled embedding is
 ``ladder.transform(pooled raw)``, which is what is computed (no per-residue pass).
-Embeddings come from an :class:`~revdistill.store.EmbeddingStore`, so a second run computes nothing;
+Embeddings come from an :class:`~revdistill.esm.store.EmbeddingStore`, so a second run computes nothing;
 the ladder and the naive baseline are fitted from the store's per-residue moments (all sequences in
 the store) unless a fitted ladder is given.
 """
@@ -135,7 +135,9 @@ def assay_records(assay: Assay) -> list[tuple[str, str]]:
 def embed_assays(assays: Sequence[Assay], store: Any, models: Sequence[str], **embed_kwargs: Any) -> int:
     """Embed every variant not yet in ``store`` (an EmbeddingStore); returns the number newly embedded."""
     records = [record for assay in assays for record in assay_records(assay)]
-    return store.embed(records, models=list(models), **embed_kwargs)
+    from revdistill.esm.runner import EmbedOptions, LocalEmbedder
+
+    return LocalEmbedder(EmbedOptions(**embed_kwargs)).embed(store, records, models)
 
 
 def pooled_for_assay(store: Any, assay: Assay, models: Sequence[str], _cache: dict | None = None) -> dict[str, np.ndarray]:
@@ -187,25 +189,25 @@ def run_benchmark(
         A fitted ladder (e.g. from ``revdistill fit``); default: fitted from the store's moments. The
         naive baseline is always fitted from the store's moments.
     representations, n_between, schemes
-        See :func:`build_features` and :func:`~revdistill.probe.evaluate_assay`.
+        See :func:`build_features` and :func:`~revdistill.experiment.probe.evaluate_assay`.
     device, dtype, weights_dir, long_sequences, progress
-        Passed to :meth:`~revdistill.store.EmbeddingStore.embed` (sequences over 1022 residues are
+        Passed to :meth:`~revdistill.esm.store.EmbeddingStore.embed` (sequences over 1022 residues are
         embedded in overlapping windows by default, as the embedding engine does).
     probe_kwargs : mapping, optional
-        Passed to :func:`~revdistill.probe.evaluate_assay` (``alphas``, ``inner_folds``, ...).
+        Passed to :func:`~revdistill.experiment.probe.evaluate_assay` (``alphas``, ``inner_folds``, ...).
     callback : callable, optional
         Called as ``callback(done, total, dms_id)`` after each assay's probe (progress in a dashboard).
 
     Returns
     -------
     DataFrame
-        The tidy table of :func:`~revdistill.probe.evaluate_assay`, all assays concatenated.
+        The tidy table of :func:`~revdistill.experiment.probe.evaluate_assay`, all assays concatenated.
     """
     from revdistill import DistillationLadder
-    from revdistill.probe import evaluate_assay
-    from revdistill.store import EmbeddingStore
+    from revdistill.experiment.probe import evaluate_assay
+    from revdistill.esm.store import EmbeddingStore
 
-    from revdistill.models import get_spec
+    from revdistill.esm.models import get_spec
 
     models = list(models)
     if len(models) < 2:

@@ -10,7 +10,7 @@ The authors publish one ``.npz`` per step, named ``rd-scaler-<in>-<out>-<regress
 * linear / ridge: ``x @ coef_.T + intercept_``
 
 and the appended block ``(y - f(x) - pca__mean_) @ pca__components_.T``. We convert each file into
-a fitted :class:`~revdistill.distill.ReverseDistiller`, reading with ``allow_pickle=False``.
+a fitted :class:`~revdistill.core.distill.ReverseDistiller`, reading with ``allow_pickle=False``.
 """
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ from typing import Sequence
 
 import numpy as np
 
-from revdistill._arrays import load_npz
-from revdistill.distill import ReverseDistiller
-from revdistill.ladder import DistillationLadder, compose_affine
+from revdistill._files import load_npz
+from revdistill.core.distill import ReverseDistiller
+from revdistill._download import sha256_of
+from revdistill.core.ladder import DistillationLadder
 
 FILENAME = re.compile(
     r"^rd-scaler-(?P<small>[^-]+)-(?P<large>[^-]+)-(?P<regressor>[^-]+)-(?P<pca>[^-]+)-(?P<n>[^-]+)\.npz$"
@@ -71,26 +72,24 @@ def load_reference_scaler(path: str | Path) -> ReverseDistiller:
     if components.shape[1] != d_large or residual_mean.shape != (d_large,) or full_intercept.shape != (d_large,):
         raise ValueError(f"{path.name}: pca__components_ {components.shape}, pca__mean_ {residual_mean.shape} "
                          f"and intercept {full_intercept.shape} do not fit a {d_small} -> {d_large} step")
-    step = ReverseDistiller(regressor=_REGRESSOR_NAMES[match["regressor"]], n_components=components.shape[0])
-    step.coef_ = full_coef
-    step.intercept_ = full_intercept
-    step.residual_mean_ = residual_mean
-    step.components_ = components
-    variance = np.asarray(state.get("pca__explained_variance_", np.full(components.shape[0], np.nan)),
-                          dtype=np.float64)
-    step.explained_variance_ = variance
-    step.explained_variance_ratio_ = np.asarray(
-        state.get("pca__explained_variance_ratio_", np.full(components.shape[0], np.nan)), dtype=np.float64)
-    step.n_components_ = components.shape[0]
-    step.n_regression_components_ = n_pcs
-    step.johnstone_threshold_ = float(state["regressor__johnstone_threshold_"]) \
-        if "regressor__johnstone_threshold_" in state else None
-    step.r2_ = float("nan")
-    step.prefix_correlation_max_ = float("nan")
-    step.n_features_in_ = d_small
-    step.n_features_large_ = d_large
-    step.n_samples_seen_ = 0
-    return step
+    n_components = components.shape[0]
+
+    def optional(key: str) -> np.ndarray:
+        return np.asarray(state.get(key, np.full(n_components, np.nan)), dtype=np.float64)
+
+    step = ReverseDistiller(regressor=_REGRESSOR_NAMES[match["regressor"]], n_components=n_components)
+    threshold = state.get("regressor__johnstone_threshold_")
+    try:
+        return step._set_learned({
+            "coef_": full_coef, "intercept_": full_intercept, "residual_mean_": residual_mean,
+            "components_": components, "explained_variance_": optional("pca__explained_variance_"),
+            "explained_variance_ratio_": optional("pca__explained_variance_ratio_"),
+            "n_regression_components_": n_pcs,
+            "johnstone_threshold_": None if threshold is None else float(threshold),
+            "r2_": float("nan"), "prefix_correlation_max_": float("nan"), "n_samples_seen_": 0,
+        })
+    except ValueError as error:
+        raise ValueError(f"{path.name}: {error}") from None
 
 
 def load_reference_ladder(folder: str | Path, sizes: Sequence[str] = ("8M", "35M", "150M"),
@@ -111,9 +110,14 @@ def load_reference_ladder(folder: str | Path, sizes: Sequence[str] = ("8M", "35M
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no such folder: {folder}")
+    if isinstance(sizes, str):
+        raise ValueError(f"sizes={sizes!r} must be a sequence of size tags such as ('8M', '35M'), not one string")
+    if regressor not in _REGRESSOR_NAMES:
+        raise ValueError(f"regressor={regressor!r}; the authors' files use one of {sorted(_REGRESSOR_NAMES)}")
+    sizes = tuple(str(size) for size in sizes)
     if len(sizes) < 2:
         raise ValueError(f"sizes must name at least 2 consecutive ESM-2 sizes, got {list(sizes)}")
-    steps = []
+    steps, used = [], []
     for small, large in zip(sizes[:-1], sizes[1:]):
         candidates = sorted(
             path for path in folder.glob(f"rd-scaler-{small}-{large}-{regressor}-*.npz")
@@ -125,12 +129,12 @@ def load_reference_ladder(folder: str | Path, sizes: Sequence[str] = ("8M", "35M
                 f"in {folder}, found {[path.name for path in candidates]}"
             )
         steps.append(load_reference_scaler(candidates[0]))
+        used.append(candidates[0])
     dims = (steps[0].n_features_in_,) + tuple(step.n_features_in_ + step.n_components_ for step in steps)
-    for index, step in enumerate(steps):
-        if step.n_features_in_ != dims[index]:
-            raise ValueError(f"step {sizes[index]} -> {sizes[index + 1]} expects {step.n_features_in_} input "
-                             f"features but the previous level has {dims[index]}")
-    ladder = DistillationLadder(regressor=_REGRESSOR_NAMES[regressor])
-    ladder.level_names_, ladder.dims_, ladder.steps_ = tuple(sizes), dims, steps
-    ladder.affine_weights_, ladder.affine_offset_ = compose_affine(steps, dims)
-    return ladder
+    ladder = DistillationLadder(regressor=_REGRESSOR_NAMES[regressor], fit_on="raw")
+    provenance = {"source": "authors' scaler files", "files": [path.name for path in used],
+                  "sha256": [sha256_of(path) for path in used]}
+    try:
+        return ladder._set_fitted(sizes, dims, steps, [float("nan")] * len(steps), provenance)
+    except ValueError as error:
+        raise ValueError(f"scaler files in {folder} do not chain: {error}") from None

@@ -1,9 +1,9 @@
 """Plotly figures of ProteinGym probe results (plotly is imported inside each function).
 
-Every function takes the tidy table of :func:`revdistill.probe.evaluate_assay` /
-:func:`revdistill.features.run_benchmark` (one row per assay, scheme, representation, model, dim) and
+Every function takes the tidy table of :func:`revdistill.experiment.probe.evaluate_assay` /
+:func:`revdistill.experiment.features.run_benchmark` (one row per assay, scheme, representation, model, dim) and
 returns a ``plotly.graph_objects.Figure``; pass ``summary=`` (the output of
-:func:`revdistill.probe.aggregate`) to reuse bootstrap intervals already computed. Wrap a figure in
+:func:`revdistill.experiment.aggregate.aggregate`) to reuse bootstrap intervals already computed. Wrap a figure in
 ``go.FigureWidget(fig)`` for widgets.
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from revdistill.features import REPRESENTATIONS
-from revdistill.probe import AGGREGATIONS, aggregate, zero_shot_reference
+from revdistill.experiment.features import REPRESENTATIONS
+from revdistill.experiment.aggregate import AGGREGATIONS, aggregate, zero_shot_reference
 
 __all__ = ["scaling_figure", "prefix_figure", "assay_figure", "COLOURS"]
 
@@ -29,7 +29,7 @@ def _summary(results, summary, metric, aggregation, n_bootstrap, seed) -> pd.Dat
         raise ValueError(f"aggregation={aggregation!r}; choose from {list(AGGREGATIONS)}")
     if summary is None:
         if results is None or len(results) == 0:
-            raise ValueError("results is empty: run the probe first (revdistill.features.run_benchmark)")
+            raise ValueError("results is empty: run the probe first (revdistill.experiment.features.run_benchmark)")
         summary = aggregate(results, metric=metric, how=(aggregation,), n_bootstrap=n_bootstrap, seed=seed)
     chosen = summary[(summary["aggregation"] == aggregation) & (summary["metric"] == metric) & (summary["scheme"] == "average")]
     if chosen.empty:
@@ -39,7 +39,7 @@ def _summary(results, summary, metric, aggregation, n_bootstrap, seed) -> pd.Dat
 
 def _model_x(models: Sequence[str], x: str) -> tuple[dict[str, float], str]:
     """x coordinate per model: parameter count, or embedding dim when a model has no count (tiny family)."""
-    from revdistill.models import get_spec
+    from revdistill.esm.models import get_spec
 
     specs = {m: get_spec(m) for m in models}
     if x == "auto":
@@ -70,7 +70,7 @@ def scaling_figure(
     results : DataFrame
         Tidy probe results.
     summary : DataFrame, optional
-        Precomputed :func:`~revdistill.probe.aggregate` output (then ``results`` may be None).
+        Precomputed :func:`~revdistill.experiment.aggregate.aggregate` output (then ``results`` may be None).
     aggregation : {"proteingym", "mean"}
     x : {"auto", "params", "dim"}
         ``auto`` uses parameter counts, or model widths when a model has none (the tiny family).

@@ -1,0 +1,183 @@
+"""Aggregating per-assay probe results the way ProteinGym does, with bootstrap intervals.
+
+- ``"mean"``: plain mean over assays;
+- ``"proteingym"``: ProteinGym's leaderboard average: mean per (UniProt ID, coarse selection type), then
+  per selection type (5 functions), then the mean of those; per CV scheme, then averaged over schemes.
+
+Bootstrap intervals resample assays (plain mean) or UniProt × function units within each function
+(ProteinGym), the resampling ProteinGym uses for its standard errors.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from revdistill.proteingym.data import resolve_data_dir
+
+__all__ = ["AGGREGATIONS", "ZERO_SHOT_FALLBACK", "proteingym_average", "aggregate", "zero_shot_reference"]
+
+AGGREGATIONS = {
+    "mean": "plain mean over assays",
+    "proteingym": "ProteinGym average (UniProt × function → function → mean)",
+}
+ZERO_SHOT_FALLBACK = {"8M": 0.226, "35M": 0.321, "150M": 0.387, "650M": 0.414, "3B": 0.406, "15B": 0.400}
+_ZERO_SHOT_PATHS = (
+    "benchmarks/DMS_zero_shot/substitutions/Spearman/Summary_performance_DMS_substitutions_Spearman.csv",
+    "Summary_performance_DMS_substitutions_Spearman.csv",
+)
+
+
+def proteingym_average(values: pd.DataFrame, uniprot: pd.Series, function: pd.Series) -> pd.DataFrame:
+    """ProteinGym's average of per-assay values for one CV scheme.
+
+    Parameters
+    ----------
+    values : DataFrame
+        ``(n_assays, n_models)``, indexed by assay id.
+    uniprot, function : Series
+        UniProt ID and coarse selection type per assay id.
+
+    Returns
+    -------
+    DataFrame
+        ``(n_models, n_functions + 1)``: columns ``Function_<type>`` and ``Average``.
+    """
+    missing = values.index.difference(uniprot.index).union(values.index.difference(function.index))
+    if len(missing):
+        raise ValueError(f"no UniProt ID / selection type for assay(s) {missing.tolist()[:5]}")
+    frame = values.assign(_uniprot=uniprot.reindex(values.index).to_numpy(), _function=function.reindex(values.index).to_numpy())
+    per_unit = frame.groupby(["_uniprot", "_function"]).mean()
+    per_function = per_unit.groupby(level="_function").mean()
+    table = per_function.T
+    table.columns = [f"Function_{c}" for c in table.columns]
+    table["Average"] = per_function.mean(axis=0)
+    return table
+
+
+def _bootstrap_proteingym(units: pd.DataFrame, n_bootstrap: int, rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap replicates of the ProteinGym average: resample units within each function."""
+    total = np.zeros(n_bootstrap)
+    groups = list(units.groupby("function")["value"])
+    for _, group in groups:
+        v = group.to_numpy()
+        total += v[rng.integers(0, len(v), size=(n_bootstrap, len(v)))].mean(axis=1)
+    return total / len(groups)
+
+
+def aggregate(
+    results: pd.DataFrame, metric: str = "spearman", how: Sequence[str] = ("proteingym", "mean"), *,
+    by_scheme: bool = False, n_bootstrap: int = 1000, ci: float = 0.95, seed: int = 0,
+) -> pd.DataFrame:
+    """Aggregate a tidy result table over assays, with bootstrap intervals.
+
+    Parameters
+    ----------
+    results : DataFrame
+        From :func:`evaluate_assay` (columns :data:`RESULT_COLUMNS`; ``uniprot_id`` and
+        ``selection_type`` drive the ProteinGym grouping; without them, or for assays absent from the
+        reference, each assay is its own unit and ``"unknown"`` its function).
+    metric : {"spearman", "mse"}
+    how : sequence of {"proteingym", "mean"}
+    by_scheme : bool
+        One row per scheme instead of the average over schemes (``scheme == "average"``).
+    n_bootstrap : int
+        Bootstrap replicates (0 disables the intervals).
+
+    Returns
+    -------
+    DataFrame
+        Columns ``representation, model, dim, scheme, aggregation, aggregation_label, metric, value,
+        ci_low, ci_high, se, n_assays``.
+    """
+    if metric not in ("spearman", "mse"):
+        raise ValueError(f"metric={metric!r}; choose 'spearman' or 'mse'")
+    for name in how:
+        if name not in AGGREGATIONS:
+            raise ValueError(f"how={name!r}; choose from {list(AGGREGATIONS)}")
+    if not 0 < ci < 1:
+        raise ValueError(f"ci={ci} must be between 0 and 1")
+    missing = [c for c in ("assay", "scheme", "representation", "model", "dim", metric) if c not in results.columns]
+    if missing:
+        raise ValueError(f"results lack column(s) {missing}")
+    table = results.copy()
+    if not by_scheme:
+        table = _average_schemes(table, metric)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for (representation, model, dim, scheme), group in table.groupby(["representation", "model", "dim", "scheme"], sort=False):
+        group = group.dropna(subset=[metric])
+        units = pd.DataFrame({
+            "value": group[metric].to_numpy(),
+            "uniprot": group.get("uniprot_id", group["assay"]).fillna(group["assay"]).to_numpy(),
+            "function": group.get("selection_type", pd.Series("unknown", index=group.index)).fillna("unknown").to_numpy(),
+        })
+        for name in how:
+            if name == "mean":
+                value = float(units["value"].mean())
+                v = units["value"].to_numpy()
+                replicates = v[rng.integers(0, len(v), size=(n_bootstrap, len(v)))].mean(axis=1) if n_bootstrap else np.array([])
+            else:
+                per_unit = units.groupby(["uniprot", "function"], as_index=False)["value"].mean()
+                value = float(per_unit.groupby("function")["value"].mean().mean())
+                replicates = _bootstrap_proteingym(per_unit, n_bootstrap, rng) if n_bootstrap else np.array([])
+            low, high = (np.quantile(replicates, [(1 - ci) / 2, (1 + ci) / 2]) if len(replicates) else (math.nan, math.nan))
+            rows.append({
+                "representation": representation, "model": model, "dim": int(dim), "scheme": scheme,
+                "aggregation": name, "aggregation_label": AGGREGATIONS[name], "metric": metric, "value": value,
+                "ci_low": float(low), "ci_high": float(high),
+                "se": float(replicates.std(ddof=1)) if len(replicates) > 1 else math.nan, "n_assays": len(units),
+            })
+    return pd.DataFrame(rows)
+
+
+def _average_schemes(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Per (representation, model, dim, assay): mean over schemes; all assays must share the schemes."""
+    keys = ["representation", "model", "dim", "assay"]
+    schemes_per_assay = table.groupby(keys)["scheme"].agg(lambda s: tuple(sorted(set(s))))
+    per_group = schemes_per_assay.groupby(level=[0, 1, 2]).nunique()
+    if (per_group > 1).any():
+        bad = per_group[per_group > 1].index.tolist()[:3]
+        raise ValueError(f"assays were run with different CV schemes within {bad}; aggregate with by_scheme=True")
+    extra = [c for c in ("uniprot_id", "selection_type") if c in table.columns]
+    averaged = table.groupby(keys, as_index=False).agg(**{metric: (metric, "mean")}, **{c: (c, "first") for c in extra})
+    averaged["scheme"] = "average"
+    return averaged
+
+
+def zero_shot_reference(data_dir: str | Path | None = None) -> pd.DataFrame:
+    """ProteinGym's published **zero-shot** Spearman of ESM-2 8M..15B (the reference curve).
+
+    Read from ``Summary_performance_DMS_substitutions_Spearman.csv`` of the zero-shot benchmark in
+    ``data_dir`` (see :func:`~revdistill.proteingym.resolve_data_dir`); when that file is absent the
+    v1.3 values are used as built-in constants. The ``source`` column says which.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``model`` (``8M`` ...), ``params``, ``spearman``, ``label``, ``source``.
+    """
+    from revdistill.esm.models import get_spec  # lazy: models imports torch
+
+    values, source = dict(ZERO_SHOT_FALLBACK), "built-in constants (ProteinGym v1.3 zero-shot leaderboard)"
+    try:
+        folder = resolve_data_dir(data_dir)
+    except FileNotFoundError:
+        folder = None
+    for relative in _ZERO_SHOT_PATHS if folder is not None else ():
+        path = folder / relative
+        if not path.exists():
+            continue
+        summary = pd.read_csv(path).set_index("Model_name")
+        names = {alias: f"ESM2 ({alias})" for alias in ZERO_SHOT_FALLBACK}
+        if all(n in summary.index for n in names.values()) and "Average_Spearman" in summary.columns:
+            values = {alias: float(summary.loc[n, "Average_Spearman"]) for alias, n in names.items()}
+            source = str(path)
+            break
+    return pd.DataFrame({
+        "model": list(values), "params": [get_spec(m).params for m in values], "spearman": list(values.values()),
+        "label": "ESM-2 zero-shot (ProteinGym leaderboard)", "source": source,
+    })

@@ -1,0 +1,195 @@
+"""ProteinGym v1.3 substitution data: where the files are, the reference file, downloads.
+
+Where the data come from, in order: the ``data_dir`` argument, the ``REVDISTILL_PROTEINGYM_DIR``
+environment variable, then the cache (:func:`revdistill.paths.cache_dir` ``("proteingym")``).
+Inside that folder any of these layouts is read:
+
+- ``DMS_substitutions.csv`` or ``reference_files/DMS_substitutions.csv`` (the reference file; a copy
+  of the v1.3 file ships with the package, so the 217 assays are listed offline);
+- ``cv_folds_singles_substitutions/<DMS_id>.csv`` or the zip of the same name (singles with the official
+  folds; preferred), then ``DMS_ProteinGym_substitutions/<DMS_id>.csv`` or its zip, then
+  ``assays/<DMS_id>.csv`` or ``<DMS_id>.csv``. Zips are read in place, never extracted.
+
+:func:`download_proteingym` is the one place that downloads (resumable, SHA-256 recorded).
+"""
+from __future__ import annotations
+
+import difflib
+import io
+import logging
+import os
+import zipfile
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import pandas as pd
+
+from revdistill._download import download_file, read_checksums
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ENV_VAR", "BASE_URL", "PROTEINGYM_FILES", "REFERENCE_COLUMNS", "UnknownAssayError",
+    "default_cache_dir", "resolve_data_dir", "download_proteingym", "load_reference", "find_assay_csv",
+    "list_assays", "suggest_assays", "read_csv_checked",
+]
+
+ENV_VAR = "REVDISTILL_PROTEINGYM_DIR"
+BASE_URL = "https://marks.hms.harvard.edu/proteingym/ProteinGym_v1.3"
+REFERENCE_COMMIT = "bb685245f8f4bb95a5b54b470396c23826cd6284"  # ProteinGym v1.3-era commit (PR #83 merge)
+PROTEINGYM_FILES: dict[str, str] = {
+    "DMS_ProteinGym_substitutions.zip": f"{BASE_URL}/DMS_ProteinGym_substitutions.zip",
+    "cv_folds_singles_substitutions.zip": f"{BASE_URL}/cv_folds_singles_substitutions.zip",
+    "DMS_substitutions.csv": (
+        f"https://raw.githubusercontent.com/OATML-Markslab/ProteinGym/{REFERENCE_COMMIT}"
+        "/reference_files/DMS_substitutions.csv"
+    ),
+}
+REFERENCE_COLUMNS = ("DMS_id", "target_seq", "UniProt_ID", "coarse_selection_type")
+_ASSAY_FOLDERS = ("cv_folds_singles_substitutions", "DMS_ProteinGym_substitutions", "assays", ".")
+
+
+class UnknownAssayError(ValueError):
+    """An assay id that is not in the reference file (the message lists close matches)."""
+
+
+def default_cache_dir() -> Path:
+    """The ProteinGym cache folder, :func:`revdistill.paths.cache_dir` ``("proteingym")``."""
+    from revdistill.paths import cache_dir
+
+    return cache_dir("proteingym")
+
+
+def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
+    """Return the ProteinGym folder: ``data_dir``, else ``$REVDISTILL_PROTEINGYM_DIR``, else the cache."""
+    if data_dir is not None:
+        path = Path(data_dir).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(f"ProteinGym data_dir={str(path)!r} is not a folder")
+        return path
+    if os.environ.get(ENV_VAR):
+        path = Path(os.environ[ENV_VAR]).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(f"{ENV_VAR}={str(path)!r} is not a folder")
+        return path
+    return default_cache_dir()
+
+
+def _missing_data_message(what: str, folder: Path) -> str:
+    return (
+        f"{what} not found under {folder}. Either run `revdistill proteingym --download` (needs internet; "
+        f"fetches {', '.join(PROTEINGYM_FILES)} from {BASE_URL} and GitHub), or copy those files "
+        f"(zips as they are, or extracted) into one folder and pass it with --data-dir / data_dir= or "
+        f"set {ENV_VAR}=/that/folder. An assay CSV can also be given by its path."
+    )
+
+
+def download_proteingym(
+    cache_dir: str | Path | None = None,
+    names: Sequence[str] | None = None,
+    expected_sha256: Mapping[str, str] | None = None,
+    urls: Mapping[str, str] | None = None,
+) -> Path:
+    """Download the ProteinGym v1.3 substitution files into ``cache_dir`` (resumable) and return it.
+
+    Parameters
+    ----------
+    cache_dir : str or Path, optional
+        Target folder; default :func:`resolve_data_dir` (argument, environment variable, cache).
+    names : sequence of str, optional
+        Subset of :data:`PROTEINGYM_FILES` keys; default all three.
+    expected_sha256 : mapping, optional
+        ``{name: hex digest}`` to check; digests already recorded in ``SHA256SUMS`` are checked too.
+    urls : mapping, optional
+        Override the source URL per name (mirrors).
+    """
+    folder = Path(cache_dir) if cache_dir is not None else resolve_data_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    recorded = read_checksums(folder)
+    for name in names if names is not None else tuple(PROTEINGYM_FILES):
+        if name not in PROTEINGYM_FILES:
+            raise ValueError(f"name={name!r} is not a ProteinGym file; choose from {sorted(PROTEINGYM_FILES)}")
+        url = (urls or {}).get(name, PROTEINGYM_FILES[name])
+        expected = (expected_sha256 or {}).get(name) or recorded.get(name)
+        digest = download_file(url, folder / name, expected_sha256=expected)
+        logger.info("%s sha256 %s", name, digest)
+    return folder
+
+
+def load_reference(data_dir: str | Path | None = None, path: str | Path | None = None) -> pd.DataFrame:
+    """Read ``DMS_substitutions.csv`` (one row per assay, indexed by ``DMS_id``).
+
+    Raises
+    ------
+    FileNotFoundError
+        No reference file, with a message saying what to put where.
+    ValueError
+        A required column (:data:`REFERENCE_COLUMNS`) is missing or ``DMS_id`` repeats.
+    """
+    if path is None:
+        folder = resolve_data_dir(data_dir)
+        candidates = [folder / "DMS_substitutions.csv", folder / "reference_files" / "DMS_substitutions.csv"]
+        path = next((c for c in candidates if c.exists()), None)
+        if path is None:
+            raise FileNotFoundError(_missing_data_message("ProteinGym reference file DMS_substitutions.csv", folder))
+    reference = read_csv_checked(Path(path), what="reference file")
+    missing = [c for c in REFERENCE_COLUMNS if c not in reference.columns]
+    if missing:
+        raise ValueError(f"reference file {path} lacks column(s) {missing}; has {list(reference.columns)[:12]}...")
+    if reference["DMS_id"].duplicated().any():
+        repeated = reference["DMS_id"][reference["DMS_id"].duplicated()].tolist()
+        raise ValueError(f"reference file {path}: DMS_id repeats: {repeated[:5]}")
+    return reference.set_index("DMS_id", drop=False)
+
+
+def list_assays(reference: pd.DataFrame, max_variants: int | None = None) -> list[str]:
+    """Assay ids in the reference, optionally only those with at most ``max_variants`` single mutants."""
+    ids = reference["DMS_id"]
+    if max_variants is not None:
+        counts = reference.get("DMS_number_single_mutants", reference.get("DMS_total_number_mutants"))
+        ids = ids[counts.astype(float) <= max_variants]
+    return [str(x) for x in ids]
+
+
+def suggest_assays(name: str, known: Sequence[str], n: int = 5) -> list[str]:
+    """Close matches to ``name`` among ``known``: ids it starts, difflib matches, ids sharing its first token."""
+    lowered = {k.lower(): k for k in known}
+    hits = [k for k in known if k.lower().startswith(name.lower())]
+    hits += [lowered[c] for c in difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.5) if lowered[c] not in hits]
+    prefix = name.split("_")[0].lower()
+    hits += [k for k in known if k.lower().startswith(prefix) and k not in hits]
+    return hits[:n]
+
+
+def _unknown_assay(name: str, reference: pd.DataFrame) -> UnknownAssayError:
+    matches = suggest_assays(name, list(reference["DMS_id"]))
+    hint = f"; did you mean {', '.join(matches)}?" if matches else ""
+    return UnknownAssayError(f"unknown ProteinGym assay id {name!r} ({len(reference)} assays in the reference){hint}")
+
+
+def find_assay_csv(dms_id: str, data_dir: str | Path | None = None) -> tuple[str, Path, str | None]:
+    """Locate an assay's CSV: returns ``(source label, folder or zip path, zip member or None)``."""
+    folder = resolve_data_dir(data_dir)
+    for sub in _ASSAY_FOLDERS:
+        csv = folder / sub / f"{dms_id}.csv"
+        if csv.exists():
+            return sub, csv, None
+        archive = folder / f"{sub}.zip"
+        if sub != "." and archive.exists():
+            with zipfile.ZipFile(archive) as zf:
+                member = next((m for m in zf.namelist() if Path(m).name == f"{dms_id}.csv"), None)
+            if member is not None:
+                return sub, archive, member
+    raise FileNotFoundError(_missing_data_message(f"assay file {dms_id}.csv", folder))
+
+
+def read_csv_checked(path: Path, what: str, member: str | None = None) -> pd.DataFrame:
+    try:
+        if member is not None:
+            with zipfile.ZipFile(path) as zf:
+                return pd.read_csv(io.BytesIO(zf.read(member)), low_memory=False)
+        return pd.read_csv(path, low_memory=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        where = f"{path}!{member}" if member else str(path)
+        raise ValueError(f"malformed {what} {where}: {error}") from error
+
