@@ -13,6 +13,7 @@ from typing import Sequence
 
 _COMMAND_MODULES = (
     "revdistill.cli.embed",
+    "revdistill.cli.fit",
     "revdistill.cli.proteingym",
 )
 

@@ -1,12 +1,9 @@
-"""``revdistill embed`` and ``revdistill fit``.
+"""``revdistill embed``.
 
 ``revdistill embed FASTA --models 8M,35M,150M --out STORE.h5 [--per-residue [IDS]] [--device cuda]
 [--dtype bf16]`` embeds every record not yet in the store (rerun the same command to resume).
 Under ``torchrun --nproc-per-node N -m revdistill embed ...`` the records are sharded across ranks
 (backend ``nccl`` for CUDA, ``gloo`` otherwise; each rank uses ``cuda:LOCAL_RANK``).
-
-``revdistill fit STORE.h5 --out LADDER.npz [--regressor pcr]`` fits the
-:class:`~revdistill.DistillationLadder` from the stored moments (no per-residue data needed).
 """
 from __future__ import annotations
 
@@ -19,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 
 def register(subparsers) -> None:
-    """Add the ``embed`` and ``fit`` subcommands."""
+    """Add the ``embed`` subcommand."""
     embed = subparsers.add_parser(
         "embed", help="embed a FASTA file with several ESM-2 models into a resumable HDF5 store",
         description="Embed every record of FASTA not yet in STORE with all models at once (same tokens), "
@@ -48,14 +45,6 @@ def register(subparsers) -> None:
                        help="records per atomic part file, the most a crash can lose (default: 1024)")
     embed.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     embed.set_defaults(func=run_embed)
-
-    fit = subparsers.add_parser("fit", help="fit the reverse-distillation ladder from a store's moments",
-                                description="Fit a DistillationLadder from the joint moments in STORE.")
-    fit.add_argument("store", type=Path, help="HDF5 store written by `revdistill embed`")
-    fit.add_argument("--out", required=True, type=Path, help="ladder file to write (.npz)")
-    fit.add_argument("--regressor", default="pcr", choices=("pcr", "ridge", "ols"))
-    fit.add_argument("--alpha", type=float, default=1.0, help="ridge penalty (--regressor ridge)")
-    fit.set_defaults(func=run_fit)
 
 
 def _distributed_setup(device: str | None) -> tuple[str, bool]:
@@ -110,22 +99,4 @@ def run_embed(args: argparse.Namespace) -> int:
     finally:
         if initialised:
             dist.destroy_process_group()
-    return 0
-
-
-def run_fit(args: argparse.Namespace) -> int:
-    """Run ``revdistill fit``; return the exit status."""
-    from revdistill import DistillationLadder
-    from revdistill.esm.store import EmbeddingStore
-
-    if not args.store.is_file():
-        raise FileNotFoundError(f"store {args.store} does not exist; create it with `revdistill embed`")
-    moments = EmbeddingStore(args.store).moments()
-    ladder = DistillationLadder(regressor=args.regressor, alpha=args.alpha).fit_moments(moments)
-    path = ladder.save(args.out)
-    print(f"{path}: ladder {' -> '.join(ladder.level_names_)} fitted on {moments.count} residues")
-    for row in ladder.diagnostics():
-        print(f"  {row['small']} -> {row['large']}: r2={row['r2']:.3f} "
-              f"regression components={row['n_regression_components']} "
-              f"residual variance kept={row['residual_explained_variance_ratio']:.3f}")
     return 0

@@ -15,10 +15,9 @@ from numpy.testing import assert_allclose
 
 from revdistill.dashboard.state import DashboardOptions, DashboardState
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_browser import write_dms_csv  # noqa: E402  (shared generator of the 5,000-variant CSV)
+from test_browser import write_dms_csv  # shared generator of the 5,000-variant CSV (tests/ is on pythonpath)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PROTEINGYM = REPO.parent / "shared" / "data" / "proteingym"
 PIN1 = "PIN1_HUMAN_Tsuboyama_2023_1I6C"
 

@@ -184,7 +184,7 @@ def test_offline_without_data_says_what_to_put_where(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     with pytest.raises(FileNotFoundError, match=f"DMS_substitutions.csv not found.*--download.*{pg.ENV_VAR}"):
         pg.read_assay(PIN1)
-    shutil.copy(Path(__file__).parents[2] / "shared/data/proteingym/reference_files/DMS_substitutions.csv", tmp_path)
+    shutil.copy(Path(__file__).resolve().parents[3] / "shared/data/proteingym/reference_files/DMS_substitutions.csv", tmp_path)
     with pytest.raises(FileNotFoundError, match=f"assay file {PIN1}.csv not found under"):
         pg.read_assay(PIN1, data_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match="is not a folder"):

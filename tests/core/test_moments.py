@@ -133,7 +133,7 @@ def test_all_reduce_across_two_gloo_ranks(tmp_path):
 
     from conftest import make_levels
 
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parents[1]))
     mp.spawn(_all_reduce_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     expected = Moments.from_arrays(make_levels(n_rows=600, dims=(5, 7), latent=4, seed=11))
     for rank in range(2):
