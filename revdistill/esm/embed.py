@@ -1,15 +1,20 @@
 """Sequences -> per-residue and mean-pooled ESM-2 embeddings, for one model or a whole ladder at once.
 
 Every chosen model sees the same token batch, and the joint per-residue :class:`~revdistill.Moments`
-of all levels is accumulated on the fly, so fitting the ladder needs no per-residue storage.
+of all levels is accumulated on the fly (on the device), so fitting the ladder needs no per-residue storage.
 
-Speed (the GPU fast path): records are length-sorted and packed into batches under a token budget
-(``n_sequences * padded_length <= token_budget``); the *lean* forward reuses fair-esm's weights with
-PyTorch SDPA attention, keeps the rotary cos/sin tables in float32 (casting a fair-esm model to bf16
-also casts its rotary tables and loses position precision past ~256), and runs the weights in the
-chosen dtype (``bf16`` on GPUs). SDPA's fused kernels accumulate the softmax in float32 for bf16
-inputs. In float32 the lean forward matches stock fair-esm to ~1e-6 relative error. Batches are padded
-(length sorting keeps padding small); packed/unpadded varlen attention is not used.
+Two batch layouts (``attention=``), both reusing fair-esm's weights with float32 rotary tables and the
+weights in the chosen dtype (``bf16`` on GPUs), see :mod:`revdistill.esm.forward`:
+
+* ``"packed"`` (the default on CUDA): length-sorted sequences are concatenated without padding under a
+  budget of *real* tokens (``sum(length + 2) <= token_budget``) and attention is variable-length
+  (FlashAttention varlen or SDPA on jagged tensors, whichever this torch/device supports). Host copies
+  go through pinned memory without blocking; the next batch's tokens are prepared while the device works.
+* ``"padded"`` (the default on CPUs, and the fallback): length-sorted batches with
+  ``n_sequences * padded_length <= token_budget`` and SDPA with a key-padding mask.
+
+In float32 both match stock fair-esm to ~1e-6 relative error. A record's vectors do not depend on
+which other records share its batch beyond float rounding (pooled means are summed in float64).
 
 Long sequences (more than 1022 residues, ESM-2's training length): ``long_sequences="window"``
 (the default) embeds overlapping 1022-residue windows (overlap ``window_overlap=256``) and gives each
@@ -29,21 +34,22 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from revdistill.esm.forward import lean_forward, stock_forward
+from revdistill.esm.forward import PackedTokens, lean_forward, packed_forward, stock_forward
 from revdistill.esm.sequences import AMINO_ACIDS, EXTRA_LETTERS, validate_records
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MAX_RESIDUES", "EmbeddingResult", "LadderEmbedder", "embed"]
+__all__ = ["ATTENTION_MODES", "MAX_RESIDUES", "EmbeddingResult", "LadderEmbedder", "embed", "stock_forward"]
 
 #: Residues per forward pass ESM-2 was trained on (1024 positions minus BOS and EOS).
 MAX_RESIDUES = 1022
+#: Batch layouts of :class:`LadderEmbedder` (``"auto"``: packed on CUDA, padded elsewhere).
+ATTENTION_MODES = ("auto", "packed", "padded")
 _LONG_MODES = ("window", "truncate", "error")
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
            "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
@@ -121,15 +127,42 @@ def _batches(pieces: Sequence[_Piece], token_budget: int) -> list[list[_Piece]]:
     return batches
 
 
-def _tokens(batch: Sequence[_Piece], records: Sequence[tuple[str, str]], alphabet) -> torch.Tensor:
-    width = max(piece.length for piece in batch) + 2
-    tokens = np.full((len(batch), width), alphabet.padding_idx, dtype=np.int64)
+def _packed_batches(pieces: Sequence[_Piece], token_budget: int) -> list[list[_Piece]]:
+    """Length-sorted (longest first) batches with ``sum(length + 2) <= token_budget`` (no padding)."""
+    ordered = sorted(pieces, key=lambda piece: (-piece.length, piece.record, piece.start))
+    batches: list[list[_Piece]] = []
+    current: list[_Piece] = []
+    used = 0
+    for piece in ordered:
+        if current and used + piece.length + 2 > token_budget:
+            batches.append(current)
+            current, used = [], 0
+        current.append(piece)
+        used += piece.length + 2
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _token_rows(batch: Sequence[_Piece], records: Sequence[tuple[str, str]], alphabet) -> list[np.ndarray]:
+    """BOS, residue tokens, EOS of every piece, shape (length + 2,) each."""
     lookup = _lookup_table(alphabet)
-    for row, piece in enumerate(batch):
+    rows = []
+    for piece in batch:
         residues = records[piece.record][1][piece.start:piece.stop].encode("ascii")
-        tokens[row, 0] = alphabet.cls_idx
-        tokens[row, 1:piece.length + 1] = lookup[np.frombuffer(residues, dtype=np.uint8)]
-        tokens[row, piece.length + 1] = alphabet.eos_idx
+        row = np.empty(piece.length + 2, dtype=np.int64)
+        row[0], row[-1] = alphabet.cls_idx, alphabet.eos_idx
+        row[1:-1] = lookup[np.frombuffer(residues, dtype=np.uint8)]
+        rows.append(row)
+    return rows
+
+
+def _tokens(batch: Sequence[_Piece], records: Sequence[tuple[str, str]], alphabet) -> torch.Tensor:
+    """Padded token matrix, shape (len(batch), longest + 2)."""
+    rows = _token_rows(batch, records, alphabet)
+    tokens = np.full((len(rows), max(len(row) for row in rows)), alphabet.padding_idx, dtype=np.int64)
+    for index, row in enumerate(rows):
+        tokens[index, :len(row)] = row
     return torch.from_numpy(tokens)
 
 
@@ -193,6 +226,30 @@ def _is_oom(error: BaseException) -> bool:
     return isinstance(error, oom)
 
 
+class _NoBar:
+    """Stands in for a tqdm bar when progress is off (tqdm is not imported then)."""
+
+    def update(self, count: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class _Run:
+    """What one :meth:`LadderEmbedder.run` accumulates (pooled vectors stay on the device until the end)."""
+
+    records: list[tuple[str, str]]
+    counts: dict[int, int]
+    keep: set[str]
+    pooled: dict[str, torch.Tensor]
+    lengths: np.ndarray
+    kept: dict[str, dict[str, np.ndarray]]
+    moments: object | None
+    pending: dict[int, list[tuple[_Piece, dict[str, torch.Tensor]]]] = field(default_factory=dict)
+
+
 class LadderEmbedder:
     """Run several ESM-2 models over the same token batches.
 
@@ -207,27 +264,33 @@ class LadderEmbedder:
     dtype : {"fp32", "bf16", "fp16"} or torch.dtype, default="fp32"
         Weight and activation dtype; rotary tables and pooling stay in float32, moments in float64.
     token_budget : int, optional
-        Max ``rows * padded_length`` per batch. Default 16384 on CUDA, 4096 otherwise.
-        Halved and retried on CUDA out-of-memory (logged).
+        Max tokens per batch: ``rows * padded_length`` (padded) or real tokens (packed). Default 16384
+        on CUDA, 4096 otherwise. Halved and retried on CUDA out-of-memory (logged).
     long_sequences : {"window", "truncate", "error"}, default="window"
     window_overlap : int, default=256
         Residues shared by consecutive windows in ``"window"`` mode.
     fast : bool, default=True
-        Use :func:`lean_forward` (SDPA); False runs fair-esm's stock forward.
+        Use the lean forwards; False runs fair-esm's stock forward (padded batches).
     progress : bool, default=True
         Show a tqdm bar in residues/s.
+    attention : {"auto", "packed", "padded"}, default="auto"
+        Batch layout (see the module docstring); ``"auto"`` is packed on CUDA and padded elsewhere.
     """
 
     def __init__(self, models: Mapping[str, torch.nn.Module], alphabet=None, *, device: str | torch.device = "cpu",
                  dtype: str | torch.dtype = "fp32", token_budget: int | None = None,
                  long_sequences: str = "window", window_overlap: int = 256, fast: bool = True,
-                 progress: bool = True) -> None:
+                 progress: bool = True, attention: str = "auto") -> None:
         if not models:
             raise ValueError("models is empty: give at least one {name: model}")
         if long_sequences not in _LONG_MODES:
             raise ValueError(f"long_sequences={long_sequences!r} must be one of {_LONG_MODES}")
         if not 0 <= int(window_overlap) < MAX_RESIDUES // 2:
             raise ValueError(f"window_overlap={window_overlap} must be between 0 and {MAX_RESIDUES // 2 - 1}")
+        if attention not in ATTENTION_MODES:
+            raise ValueError(f"attention={attention!r} must be one of {ATTENTION_MODES}")
+        if attention == "packed" and not fast:
+            raise ValueError("attention='packed' needs fast=True (fair-esm's stock forward takes padded batches)")
         self.device = torch.device(device)
         self.dtype = _resolve_dtype(dtype)
         if token_budget is None:
@@ -239,6 +302,9 @@ class LadderEmbedder:
         self.window_overlap = int(window_overlap)
         self.fast = bool(fast)
         self.progress = bool(progress)
+        if attention == "auto":
+            attention = "packed" if self.fast and self.device.type == "cuda" else "padded"
+        self.attention = attention
         self.models = {str(name): model.eval().to(device=self.device, dtype=self.dtype)
                        for name, model in models.items()}
         first = next(iter(self.models.values()))
@@ -265,79 +331,113 @@ class LadderEmbedder:
         EmbeddingResult
         """
         records = validate_records(records)
-        keep = self._keep_set(records, per_residue)
         pieces, counts = _plan(records, self.long_sequences, self.window_overlap, MAX_RESIDUES)
-        lengths = np.zeros(len(records), dtype=np.int64)
-        pooled = {name: np.zeros((len(records), dim), dtype=np.float32) for name, dim in self.dims.items()}
-        kept: dict[str, dict[str, np.ndarray]] = {name: {} for name in self.models}
-        accumulator = self._new_moments() if moments else None
-        pending: dict[int, list[tuple[_Piece, dict[str, torch.Tensor]]]] = {}
-        queue = _batches(pieces, self.token_budget)
+        state = _Run(records, counts, self._keep_set(records, per_residue),
+                     pooled={name: torch.zeros(len(records), dim, device=self.device) for name, dim in self.dims.items()},
+                     lengths=np.zeros(len(records), dtype=np.int64), kept={name: {} for name in self.models},
+                     moments=self._new_moments() if moments else None)
+        queue = self._batches(pieces)
         own_bar = bar is None
         if own_bar:
             bar = self._progress_bar(sum(piece.length for piece in pieces))
         try:
+            prepared = None
             while queue:
                 batch = queue.pop(0)
-                outputs = self._forward_with_retry(batch, records, queue)
+                host = prepared[1] if prepared is not None and prepared[0] is batch else \
+                    self._host_tokens(batch, records)
+                outputs = self._forward_with_retry(batch, host, queue)
                 if outputs is None:  # batch was split and re-queued after an OOM
+                    prepared = None
                     continue
-                done = self._collect_whole(batch, outputs, records, counts, keep, pooled, kept, lengths)
-                for row, piece in enumerate(batch):
-                    if counts[piece.record] == 1:
-                        continue
-                    values = {name: out[row, 1:piece.length + 1].float() for name, out in outputs.items()}
-                    pending.setdefault(piece.record, []).append((piece, values))
-                    if len(pending[piece.record]) < counts[piece.record]:
-                        continue
-                    parts = pending.pop(piece.record)
-                    record_id = records[piece.record][0]
-                    for name in self.models:
-                        value = _merge_windows([p for p, _ in parts], [v[name] for _, v in parts])
-                        lengths[piece.record] = value.shape[0]
-                        pooled[name][piece.record] = value.mean(dim=0).cpu().numpy()
-                        done[name].append(value)
-                        if record_id in keep:
-                            kept[name][record_id] = value.cpu().numpy()
-                if accumulator is not None and done[next(iter(self.models))]:
-                    accumulator.update({name: torch.cat(values) for name, values in done.items()})
+                prepared = (queue[0], self._host_tokens(queue[0], records)) if queue else None  # overlaps the device
+                self._collect(batch, self._residues(batch, outputs), state)
                 bar.update(sum(piece.length for piece in batch))
         finally:
             if own_bar:
                 bar.close()
-        return EmbeddingResult(ids=[record_id for record_id, _ in records], lengths=lengths, pooled=pooled,
-                               per_residue={name: value for name, value in kept.items() if value},
-                               moments=accumulator)
+        return EmbeddingResult(ids=[record_id for record_id, _ in records], lengths=state.lengths,
+                               pooled={name: value.cpu().numpy() for name, value in state.pooled.items()},
+                               per_residue={name: value for name, value in state.kept.items() if value},
+                               moments=state.moments)
 
     # -------------------------------------------------------------------------------- internals
-    def _collect_whole(self, batch, outputs, records, counts, keep, pooled, kept, lengths) -> dict[str, list]:
-        """Pooled / kept values of the batch rows that hold a whole record, in one pass per model.
+    def _batches(self, pieces: Sequence[_Piece]) -> list[list[_Piece]]:
+        if self.attention == "packed":
+            return _packed_batches(pieces, self.token_budget)
+        return _batches(pieces, self.token_budget)
 
-        Returns, per model, the list of residue blocks (n_residues, dim) for the moments update.
-        """
+    def _host_tokens(self, batch: Sequence[_Piece], records) -> PackedTokens | torch.Tensor:
+        if self.attention == "packed":
+            return PackedTokens.from_rows(_token_rows(batch, records, self.alphabet))
+        return _tokens(batch, records, self.alphabet)
+
+    def _to_device(self, values: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Host -> device through pinned memory, not blocking the host (CUDA)."""
+        values = torch.as_tensor(values)
+        if self.device.type != "cuda":
+            return values.to(self.device)
+        return values.pin_memory().to(self.device, non_blocking=True)
+
+    def _residues(self, batch: Sequence[_Piece], outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Residue rows (BOS/EOS/padding dropped) of every piece, in batch order: (n_residues, dim) float32."""
+        sizes = np.array([piece.length for piece in batch], dtype=np.int64)
+        first = next(iter(outputs.values()))
+        if self.attention == "packed":
+            bases = np.concatenate([[0], np.cumsum(sizes + 2)[:-1]])
+        else:
+            bases = np.arange(len(batch), dtype=np.int64) * first.shape[1]
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        index = np.arange(int(sizes.sum()), dtype=np.int64) + np.repeat(bases + 1 - starts, sizes)
+        index = self._to_device(index)
+        return {name: out.reshape(-1, out.shape[-1]).index_select(0, index).float() for name, out in outputs.items()}
+
+    def _collect(self, batch: Sequence[_Piece], residues: dict[str, torch.Tensor], state: _Run) -> None:
+        """Pool, keep and accumulate the moments of one batch's residues (batch order, see _residues)."""
+        sizes = np.array([piece.length for piece in batch], dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        whole = [row for row, piece in enumerate(batch) if state.counts[piece.record] == 1]
         done: dict[str, list[torch.Tensor]] = {name: [] for name in self.models}
-        rows = [row for row, piece in enumerate(batch) if counts[piece.record] == 1]
-        if not rows:
-            return done
-        device = next(iter(outputs.values())).device
-        row_index = torch.tensor(rows, device=device)
-        sizes = torch.tensor([batch[row].length for row in rows], device=device)
-        width = next(iter(outputs.values())).shape[1]
-        positions = torch.arange(width, device=device)
-        mask = (positions >= 1) & (positions <= sizes[:, None])  # (rows, width): residues only
-        record_index = [batch[row].record for row in rows]
-        for row in rows:
-            lengths[batch[row].record] = batch[row].length
-        for name, out in outputs.items():
-            values = out.index_select(0, row_index).float()
-            sums = (values * mask[..., None]).sum(dim=1)
-            pooled[name][record_index] = (sums / sizes[:, None]).cpu().numpy()
-            done[name].append(values[mask])
-            for position, row in enumerate(rows):
-                record_id = records[batch[row].record][0]
-                if record_id in keep:
-                    kept[name][record_id] = values[position, 1:batch[row].length + 1].cpu().numpy()
-        return done
+        if whole:
+            segments = self._to_device(np.repeat(np.arange(len(batch)), sizes))
+            rows = self._to_device(np.array(whole, dtype=np.int64))
+            targets = self._to_device(np.array([batch[row].record for row in whole], dtype=np.int64))
+            divisor = self._to_device(sizes[whole].astype(np.float64))[:, None]
+            selected = None if len(whole) == len(batch) else self._to_device(
+                np.concatenate([np.arange(starts[row], starts[row] + sizes[row]) for row in whole]))
+            for name, values in residues.items():
+                sums = torch.zeros(len(batch), values.shape[1], dtype=torch.float64, device=values.device)
+                sums.index_add_(0, segments, values.to(torch.float64))
+                state.pooled[name].index_copy_(0, targets, (sums.index_select(0, rows) / divisor).float())
+                done[name].append(values if selected is None else values.index_select(0, selected))
+        for row, piece in enumerate(batch):
+            span = slice(int(starts[row]), int(starts[row] + sizes[row]))
+            if state.counts[piece.record] == 1:
+                state.lengths[piece.record] = piece.length
+                record_id = state.records[piece.record][0]
+                if record_id in state.keep:
+                    for name, values in residues.items():
+                        state.kept[name][record_id] = values[span].cpu().numpy()
+                continue
+            parts = state.pending.setdefault(piece.record, [])
+            parts.append((piece, {name: values[span] for name, values in residues.items()}))
+            if len(parts) == state.counts[piece.record]:
+                self._finish_windows(state.pending.pop(piece.record), state, done)
+        if state.moments is not None and done[next(iter(self.models))]:
+            state.moments.update({name: torch.cat(values) if len(values) > 1 else values[0]
+                                  for name, values in done.items()})
+
+    def _finish_windows(self, parts, state: _Run, done: dict[str, list[torch.Tensor]]) -> None:
+        """Merge the windows of one long record once all of them are embedded."""
+        record = parts[0][0].record
+        record_id = state.records[record][0]
+        for name in self.models:
+            value = _merge_windows([piece for piece, _ in parts], [values[name] for _, values in parts])
+            state.lengths[record] = value.shape[0]
+            state.pooled[name][record] = value.to(torch.float64).mean(dim=0).float()
+            done[name].append(value)
+            if record_id in state.keep:
+                state.kept[name][record_id] = value.cpu().numpy()
 
     def _keep_set(self, records: Sequence[tuple[str, str]], per_residue: bool | Iterable[str]) -> set[str]:
         ids = {record_id for record_id, _ in records}
@@ -354,25 +454,30 @@ class LadderEmbedder:
         return Moments(tuple(self.models), tuple(self.dims.values()), device=self.device)
 
     def _progress_bar(self, total: int, leave: bool = False):
-        """A tqdm bar counting residues (its rate reads residues/s)."""
+        """A tqdm bar counting residues (its rate reads residues/s); a no-op bar when progress is off."""
+        if not self.progress:
+            return _NoBar()
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, unit="res", unit_scale=True, desc="embedding", disable=not self.progress,
-                    leave=leave)
+        return tqdm(total=total, unit="res", unit_scale=True, desc="embedding", leave=leave)
 
-    def _forward(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-        forward = lean_forward if self.fast else stock_forward
+    def _forward(self, tokens: PackedTokens | torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every model on one batch: packed (n_tokens, dim) or padded (rows, width, dim) outputs."""
         with torch.inference_mode():
+            if isinstance(tokens, PackedTokens):
+                return {name: packed_forward(model, tokens) for name, model in self.models.items()}
+            forward = lean_forward if self.fast else stock_forward
             return {name: forward(model, tokens) for name, model in self.models.items()}
 
-    def _forward_with_retry(self, batch: list[_Piece], records, queue: list[list[_Piece]]):
-        tokens = _tokens(batch, records, self.alphabet).to(self.device)
+    def _forward_with_retry(self, batch: list[_Piece], host: PackedTokens | torch.Tensor,
+                            queue: list[list[_Piece]]):
+        tokens = host.to(self.device) if isinstance(host, PackedTokens) else self._to_device(host)
         try:
             return self._forward(tokens)
         except RuntimeError as error:
             if not _is_oom(error):
                 raise
-            width = tokens.shape[1]
+            width = max(piece.length for piece in batch) + 2
             del tokens
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -385,14 +490,14 @@ class LadderEmbedder:
             self.token_budget //= 2
             logger.warning("out of memory on %s; halving token_budget to %d and retrying",
                            self.device, self.token_budget)
-            queue[:0] = _batches(batch, self.token_budget)
+            queue[:0] = self._batches(batch)
             return None
 
 
 def embed(records: Iterable[tuple[str, str]] | Mapping[str, str], model: torch.nn.Module, alphabet=None, *,
           name: str = "model", device: str | torch.device = "cpu", dtype: str | torch.dtype = "fp32",
           token_budget: int | None = None, long_sequences: str = "window", per_residue: bool | Iterable[str] = True,
-          moments: bool = False, fast: bool = True, progress: bool = False) -> EmbeddingResult:
+          moments: bool = False, fast: bool = True, progress: bool = False, attention: str = "auto") -> EmbeddingResult:
     """Embed records with one ESM-2 model (a one-level :class:`LadderEmbedder`).
 
     Parameters
@@ -404,6 +509,7 @@ def embed(records: Iterable[tuple[str, str]] | Mapping[str, str], model: torch.n
     name : str, default="model"
         Key of this model in the result's dicts.
     per_residue : bool or iterable of str, default=True
+    attention : {"auto", "packed", "padded"}, default="auto"
 
     Returns
     -------
@@ -411,5 +517,5 @@ def embed(records: Iterable[tuple[str, str]] | Mapping[str, str], model: torch.n
         ``result.pooled[name]`` has shape (n_records, dim); ``result.per_residue[name][id]`` (length, dim).
     """
     engine = LadderEmbedder({name: model}, alphabet, device=device, dtype=dtype, token_budget=token_budget,
-                            long_sequences=long_sequences, fast=fast, progress=progress)
+                            long_sequences=long_sequences, fast=fast, progress=progress, attention=attention)
     return engine.run(records, per_residue=per_residue, moments=moments)

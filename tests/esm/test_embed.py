@@ -212,3 +212,93 @@ def test_cuda_bf16_fast_path_agrees_with_stock_fp32_per_residue():
         got = torch.as_tensor(result.per_residue["model"][record_id])
         ref = torch.as_tensor(stock_single(reference_model, alphabet, sequence))
         assert torch.nn.functional.cosine_similarity(got, ref, dim=-1).mean() >= 0.999
+
+
+# ---------------------------------------------------------------------------------------------- packed layout
+def test_packed_batches_fill_a_budget_of_real_tokens():
+    from revdistill.esm.embed import _packed_batches, _Piece
+
+    pieces = [_Piece(index, 0, length) for index, length in enumerate([5, 300, 1, 1022, 40, 40, 7])]
+    batches = _packed_batches(pieces, 1100)
+    assert sorted(piece.record for batch in batches for piece in batch) == list(range(7))
+    assert all(sum(piece.length + 2 for piece in batch) <= 1100 for batch in batches if len(batch) > 1)
+    assert [[piece.length for piece in batch] for batch in batches] == [[1022], [300, 40, 40, 7, 5, 1]]
+
+
+@pytest.mark.parametrize("attention", ["packed", "padded"])
+def test_both_layouts_match_stock_fair_esm_with_windows_and_moments(model_and_alphabet, attention):
+    model, alphabet = model_and_alphabet
+    long_sequence = random_records(1, 1500, 1501, seed=9)[0][1]
+    records = random_records(14, 1, 200, seed=10) + [("long", long_sequence), ("one", "M")]
+    with pytest.warns(UserWarning, match="1 record"):
+        result = LadderEmbedder({"m": model}, alphabet, token_budget=700, progress=False,
+                                attention=attention).run(records, per_residue=True)
+    assert result.ids == [record_id for record_id, _ in records]
+    np.testing.assert_array_equal(result.lengths, [len(sequence) for _, sequence in records])
+    for index, (record_id, sequence) in enumerate(records[:-2] + records[-1:]):
+        reference = stock_single(model, alphabet, sequence)
+        assert rel_error(result.per_residue["m"][record_id], reference) <= 1e-5
+    for start, position in ((0, 100), (1500 - MAX_RESIDUES, 1400)):  # windows at 0 and 478
+        window = stock_single(model, alphabet, long_sequence[start:start + MAX_RESIDUES])
+        assert rel_error(result.per_residue["m"]["long"][position], window[position - start]) <= 1e-5
+    values = np.concatenate([result.per_residue["m"][record_id] for record_id, _ in records])
+    np.testing.assert_allclose(result.pooled["m"],
+                               [result.per_residue["m"][record_id].mean(axis=0) for record_id, _ in records],
+                               rtol=1e-5, atol=1e-6)
+    expected = Moments.from_arrays({"m": values})
+    assert result.moments.count == expected.count == len(values)
+    torch.testing.assert_close(result.moments.scatter, expected.scatter, rtol=1e-9, atol=1e-7)
+
+
+@pytest.mark.parametrize("attention", ["packed", "padded"])
+def test_a_records_vectors_do_not_depend_on_its_batch_mates(attention):
+    models = tiny_ladder(("tiny-32", "tiny-64"))
+    records = random_records(12, 20, 300, seed=11)
+    engine = LadderEmbedder(models, token_budget=4096, progress=False, attention=attention)
+    together = engine.run(records, moments=False)
+    for index in (0, 5, 11):
+        alone = engine.run([records[index]], moments=False)
+        for name in models:
+            np.testing.assert_allclose(alone.pooled[name][0], together.pooled[name][index], rtol=2e-6, atol=2e-7)
+
+
+def test_packed_and_padded_layouts_give_the_same_ladder_result():
+    records = random_records(20, 1, 400, seed=12)
+    packed = LadderEmbedder(tiny_ladder(), token_budget=900, progress=False, attention="packed").run(records)
+    padded = LadderEmbedder(tiny_ladder(), token_budget=900, progress=False, attention="padded").run(records)
+    for name in packed.pooled:
+        assert rel_error(packed.pooled[name], padded.pooled[name]) <= 1e-5
+    torch.testing.assert_close(packed.moments.mean, padded.moments.mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(packed.moments.covariance(), padded.moments.covariance(), rtol=1e-4, atol=1e-6)
+
+
+def test_attention_option_is_checked_and_auto_is_padded_on_cpu(model_and_alphabet):
+    model, alphabet = model_and_alphabet
+    assert LadderEmbedder({"m": model}, alphabet, progress=False).attention == "padded"
+    with pytest.raises(ValueError, match="attention='flash' must be one of"):
+        LadderEmbedder({"m": model}, alphabet, attention="flash")
+    with pytest.raises(ValueError, match="attention='packed' needs fast=True"):
+        LadderEmbedder({"m": model}, alphabet, attention="packed", fast=False)
+
+
+def test_packed_out_of_memory_halves_the_budget_of_real_tokens(model_and_alphabet, caplog):
+    model, alphabet = model_and_alphabet
+    records = random_records(20, 40, 60, seed=5)
+    expected = embed(records, model, alphabet, per_residue=False)
+    engine = LadderEmbedder({"model": model}, alphabet, token_budget=4096, progress=False, attention="packed")
+    real_forward = engine._forward
+    seen = []
+
+    def limited_forward(tokens):
+        seen.append(tokens.numel())
+        if tokens.numel() > 600:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_forward(tokens)
+
+    engine._forward = limited_forward
+    with caplog.at_level(logging.WARNING, logger="revdistill.esm.embed"):
+        result = engine.run(records)
+    assert engine.token_budget == 512 and "halving token_budget to 512" in caplog.text
+    assert seen[0] == sum(len(sequence) + 2 for _, sequence in records) and max(seen[3:]) <= 512
+    assert rel_error(result.pooled["model"], expected.pooled["model"]) <= 1e-5
+    assert result.moments.count == sum(len(sequence) for _, sequence in records)
