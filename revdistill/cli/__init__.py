@@ -15,6 +15,7 @@ _COMMAND_MODULES = (
     "revdistill.cli.embed",
     "revdistill.cli.fit",
     "revdistill.cli.proteingym",
+    "revdistill.cli.weights",
 )
 
 

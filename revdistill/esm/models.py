@@ -1,9 +1,10 @@
 """The ESM-2 ladder as a table of frozen specs, one loader that reads it, and a tiny untrained family.
 
-Trained checkpoints are read from local files only (``weights_dir`` or the torch-hub cache); the one
-place that downloads is :func:`load_esm2` with ``download=True``, which goes through fair-esm's own
-hub path. Tiny models (``tiny-32``, ``tiny-48``, ``tiny-64``) are *random-init, untrained* ESM-2s built
-with fair-esm's ``ESM2`` class, seeded, for tests and offline demos.
+Trained checkpoints are read from local files only (``weights_dir`` or the torch-hub cache). Downloading
+is :mod:`revdistill.esm.weights` (resumable, size/digest checked, into the same folder), which
+:func:`load_esm2` calls only when asked with ``download=True``. Tiny models (``tiny-32``, ``tiny-48``,
+``tiny-64``) are *random-init, untrained* ESM-2s built with fair-esm's ``ESM2`` class, seeded, for tests
+and offline demos.
 
 Examples
 --------
@@ -148,14 +149,16 @@ def model_dim(model: torch.nn.Module) -> int:
 
 
 def _missing_weights_message(spec: ModelSpec, model_path: Path, regression_path: Path) -> str:
-    base = "https://dl.fbaipublicfiles.com/fair-esm"
+    from revdistill.esm.weights import weights_urls
+
+    model_url, regression_url = weights_urls(spec.alias)
     return (
         f"weights for {spec.alias} ({spec.name}) are not available offline: put\n"
-        f"  {model_path.name}  (from {base}/models/{spec.name}.pt)\n"
-        f"  {regression_path.name}  (from {base}/regression/{spec.name}-contact-regression.pt, optional)\n"
+        f"  {model_path.name}  (from {model_url})\n"
+        f"  {regression_path.name}  (from {regression_url}, optional)\n"
         f"in the folder {model_path.parent}\n"
-        f"(or pass weights_dir=/ --weights-dir to another folder, or download=True / --download to let "
-        f"fair-esm fetch them into its torch-hub cache)"
+        f"(or run `revdistill weights download {spec.alias}`, pass download=True / --download, or pass "
+        f"weights_dir= / --weights-dir to another folder)"
     )
 
 
@@ -175,8 +178,9 @@ def load_esm2(
         Folder holding ``<name>.pt`` and ``<name>-contact-regression.pt``. Defaults to fair-esm's cache
         ``torch.hub.get_dir()/checkpoints``.
     download : bool, default=False
-        If the files are missing, let fair-esm download them into its torch-hub cache. Off by default:
-        the core path never touches the network.
+        If the files are missing, download them into that folder first
+        (:func:`revdistill.esm.weights.download_weights`: fair-esm's URLs or ``$REVDISTILL_WEIGHTS_URL``,
+        resumable, checked). Off by default: the core path never touches the network.
 
     Returns
     -------
@@ -187,6 +191,8 @@ def load_esm2(
     ------
     FileNotFoundError
         Weights missing and ``download`` is False; the message names the files and the folder.
+    revdistill._download.DownloadError, revdistill._download.ChecksumError
+        ``download=True`` and the download failed (offline, HTTP error, disk full, digest mismatch).
     """
     import esm
 
@@ -209,10 +215,10 @@ def load_esm2(
         if not model_path.is_file():
             if not download:
                 raise FileNotFoundError(_missing_weights_message(spec, model_path, regression_path))
-            logger.info("downloading %s through fair-esm's torch-hub path", spec.name)
-            with torch.serialization.safe_globals([argparse.Namespace]):
-                model, alphabet = esm.pretrained.load_model_and_alphabet_hub(spec.name)
-            return model.eval(), alphabet
+            from revdistill.esm.weights import download_weights
+
+            logger.info("downloading %s into %s", spec.name, model_path.parent)
+            download_weights([spec.alias], weights_dir)
 
     with torch.serialization.safe_globals([argparse.Namespace]):
         if regression_path.is_file():

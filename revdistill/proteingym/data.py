@@ -4,13 +4,15 @@ Where the data come from, in order: the ``data_dir`` argument, the ``REVDISTILL_
 environment variable, then the cache (:func:`revdistill.paths.cache_dir` ``("proteingym")``).
 Inside that folder any of these layouts is read:
 
-- ``DMS_substitutions.csv`` or ``reference_files/DMS_substitutions.csv`` (the reference file; a copy
-  of the v1.3 file ships with the package, so the 217 assays are listed offline);
+- ``DMS_substitutions.csv`` or ``reference_files/DMS_substitutions.csv`` (the reference file; when the
+  folder has none, :func:`load_reference` reads the copy of the v1.3 file shipped with the package, so
+  the 217 assays are listed offline);
 - ``cv_folds_singles_substitutions/<DMS_id>.csv`` or the zip of the same name (singles with the official
   folds; preferred), then ``DMS_ProteinGym_substitutions/<DMS_id>.csv`` or its zip, then
   ``assays/<DMS_id>.csv`` or ``<DMS_id>.csv``. Zips are read in place, never extracted.
 
-:func:`download_proteingym` is the one place that downloads (resumable, SHA-256 recorded).
+:func:`download_proteingym` downloads the whole files (resumable, SHA-256 recorded);
+:func:`revdistill.proteingym.remote.fetch_assay` gets one assay's members out of the remote zips.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import io
 import logging
 import os
 import zipfile
+from importlib import resources
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -31,7 +34,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "ENV_VAR", "BASE_URL", "PROTEINGYM_FILES", "REFERENCE_COLUMNS", "UnknownAssayError",
     "default_cache_dir", "resolve_data_dir", "download_proteingym", "load_reference", "find_assay_csv",
-    "list_assays", "suggest_assays", "read_csv_checked",
+    "list_assays", "suggest_assays", "read_csv_checked", "local_assay_ids", "packaged_reference_path",
 ]
 
 ENV_VAR = "REVDISTILL_PROTEINGYM_DIR"
@@ -77,8 +80,9 @@ def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
 
 def _missing_data_message(what: str, folder: Path) -> str:
     return (
-        f"{what} not found under {folder}. Either run `revdistill proteingym --download` (needs internet; "
-        f"fetches {', '.join(PROTEINGYM_FILES)} from {BASE_URL} and GitHub), or copy those files "
+        f"{what} not found under {folder}. Either fetch this assay alone with "
+        f"revdistill.proteingym.fetch_assay(DMS_id) (needs internet), or run `revdistill proteingym --download` "
+        f"(fetches {', '.join(PROTEINGYM_FILES)} from {BASE_URL} and GitHub), or copy those files "
         f"(zips as they are, or extracted) into one folder and pass it with --data-dir / data_dir= or "
         f"set {ENV_VAR}=/that/folder. An assay CSV can also be given by its path."
     )
@@ -116,13 +120,22 @@ def download_proteingym(
     return folder
 
 
+def packaged_reference_path() -> Path:
+    """The copy of ProteinGym v1.3's ``DMS_substitutions.csv`` shipped in the package (217 assays)."""
+    return Path(str(resources.files("revdistill") / "data" / "DMS_substitutions.csv"))
+
+
 def load_reference(data_dir: str | Path | None = None, path: str | Path | None = None) -> pd.DataFrame:
     """Read ``DMS_substitutions.csv`` (one row per assay, indexed by ``DMS_id``).
+
+    Looks in ``path``, else the data folder (:func:`resolve_data_dir`: ``DMS_substitutions.csv`` or
+    ``reference_files/DMS_substitutions.csv``), else reads the copy shipped with the package
+    (:func:`packaged_reference_path`, ProteinGym v1.3) and says so in an INFO log line.
 
     Raises
     ------
     FileNotFoundError
-        No reference file, with a message saying what to put where.
+        ``path`` or an explicit ``data_dir`` does not exist.
     ValueError
         A required column (:data:`REFERENCE_COLUMNS`) is missing or ``DMS_id`` repeats.
     """
@@ -131,7 +144,11 @@ def load_reference(data_dir: str | Path | None = None, path: str | Path | None =
         candidates = [folder / "DMS_substitutions.csv", folder / "reference_files" / "DMS_substitutions.csv"]
         path = next((c for c in candidates if c.exists()), None)
         if path is None:
-            raise FileNotFoundError(_missing_data_message("ProteinGym reference file DMS_substitutions.csv", folder))
+            path = packaged_reference_path()
+            logger.info("no DMS_substitutions.csv under %s: using the ProteinGym v1.3 reference file shipped with "
+                        "revdistill (%s)", folder, path)
+    elif not Path(path).is_file():
+        raise FileNotFoundError(f"reference file path={str(path)!r} does not exist")
     reference = read_csv_checked(Path(path), what="reference file")
     missing = [c for c in REFERENCE_COLUMNS if c not in reference.columns]
     if missing:
@@ -181,6 +198,32 @@ def find_assay_csv(dms_id: str, data_dir: str | Path | None = None) -> tuple[str
             if member is not None:
                 return sub, archive, member
     raise FileNotFoundError(_missing_data_message(f"assay file {dms_id}.csv", folder))
+
+
+def local_assay_ids(data_dir: str | Path | None = None) -> dict[str, str]:
+    """Assays whose data are in the data folder: ``{DMS_id: source folder}`` (the one ``find_assay_csv`` picks).
+
+    Lists each folder and reads each zip's directory once (no CSV is read). A missing default folder
+    (no cache yet) gives an empty dict.
+    """
+    try:
+        folder = resolve_data_dir(data_dir)
+    except FileNotFoundError:
+        if data_dir is not None:
+            raise
+        return {}
+    found: dict[str, str] = {}
+    for sub in reversed(_ASSAY_FOLDERS):  # later (preferred) sources overwrite earlier ones
+        names: list[str] = []
+        if (folder / sub).is_dir():
+            names += [p.name for p in (folder / sub).glob("*.csv")]
+        archive = folder / f"{sub}.zip"
+        if sub != "." and archive.is_file():
+            with zipfile.ZipFile(archive) as zf:
+                names += [Path(m).name for m in zf.namelist() if m.endswith(".csv")]
+        for name in names:
+            found[name[: -len(".csv")]] = sub
+    return found
 
 
 def read_csv_checked(path: Path, what: str, member: str | None = None) -> pd.DataFrame:

@@ -181,9 +181,13 @@ def test_unknown_assay_suggests_close_matches(proteingym_dir, reference):
 
 def test_offline_without_data_says_what_to_put_where(tmp_path, monkeypatch):
     monkeypatch.delenv(pg.ENV_VAR, raising=False)
+    monkeypatch.delenv("REVDISTILL_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=f"DMS_substitutions.csv not found.*--download.*{pg.ENV_VAR}"):
+    # the packaged reference knows the id; the message says where its data should go
+    with pytest.raises(FileNotFoundError, match=f"assay file {PIN1}.csv not found under .*--download.*{pg.ENV_VAR}"):
         pg.read_assay(PIN1)
+    with pytest.raises(pg.UnknownAssayError, match="did you mean"):
+        pg.read_assay("PIN1_HUMAN", data_dir=tmp_path)
     shutil.copy(Path(__file__).resolve().parents[3] / "shared/data/proteingym/reference_files/DMS_substitutions.csv", tmp_path)
     with pytest.raises(FileNotFoundError, match=f"assay file {PIN1}.csv not found under"):
         pg.read_assay(PIN1, data_dir=tmp_path)
@@ -312,5 +316,5 @@ def test_download_unreachable_server_is_loud(tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with pytest.raises(RuntimeError, match="failed after 2 attempt.*next call resumes"):
+    with pytest.raises(RuntimeError, match="failed after 2 attempt.*connection refused; nothing was written"):
         download_file(f"http://127.0.0.1:{port}/x.zip", tmp_path / "x.zip", retries=2, retry_wait=0.0, timeout=2)

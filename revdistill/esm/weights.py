@@ -1,0 +1,280 @@
+"""ESM-2 checkpoints: what is on disk, and downloading them from fair-esm's published URLs.
+
+The one place that downloads ESM-2 weights. Files go to the folder :func:`revdistill.esm.models.load_esm2`
+reads (:func:`~revdistill.esm.models.checkpoint_paths`: ``weights_dir`` or fair-esm's torch-hub cache
+``torch.hub.get_dir()/checkpoints``), under fair-esm's own names, so fair-esm finds them too:
+
+- ``<base>/models/<name>.pt``, the model;
+- ``<base>/regression/<name>-contact-regression.pt``, the contact head (small).
+
+``<base>`` is ``https://dl.fbaipublicfiles.com/fair-esm`` unless the ``base_url`` argument or the
+``REVDISTILL_WEIGHTS_URL`` environment variable says otherwise (a mirror, or a local test server).
+Downloads resume from ``<name>.pt.part`` (HTTP ``Range``), are checked against ``Content-Length`` and,
+when known, the SHA-256 recorded in ``SHA256SUMS`` beside them, and are renamed into place only when
+complete (see :mod:`revdistill._download`).
+
+Sizes in :data:`ESM2_WEIGHTS` are **approximate** (4 bytes per parameter, as float32, plus the contact
+head): the exact sizes and digests of the published files were not available when this table was
+written, so no digest is claimed; the server's ``Content-Length`` is what a download is checked against.
+
+Examples
+--------
+>>> from revdistill.esm.weights import weights_status
+>>> [(s.alias, s.state) for s in weights_status("/nonexistent")][:2]
+[('8M', 'missing'), ('35M', 'missing')]
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from revdistill._download import ProgressCallback, check_online as _check_online, download_file, read_checksums
+from revdistill.esm.models import ESM2_MODELS, checkpoint_paths, get_spec
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "WEIGHTS_URL_ENV", "DEFAULT_WEIGHTS_URL", "WeightsFile", "ESM2_WEIGHTS", "WeightsStatus",
+    "weights_base_url", "weights_urls", "weights_status", "download_weights", "check_online", "parse_aliases",
+]
+
+WEIGHTS_URL_ENV = "REVDISTILL_WEIGHTS_URL"
+DEFAULT_WEIGHTS_URL = "https://dl.fbaipublicfiles.com/fair-esm"
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """The published files of one trained ESM-2.
+
+    Attributes
+    ----------
+    alias, name : str
+        ``8M`` and fair-esm's name ``esm2_t6_8M_UR50D`` (the file stem).
+    approx_bytes : int
+        Approximate size of model + contact-regression file (float32 parameters); for display only.
+    sha256 : str or None
+        Published digest of ``<name>.pt`` when known (none is, yet); then every download is checked.
+    """
+
+    alias: str
+    name: str
+    approx_bytes: int
+    sha256: str | None = None
+
+
+def _approx_bytes(params: float, layers: int, heads: int) -> int:
+    # float32 weights + ~1% pickle/zip overhead, plus the contact head (layers*heads + 1 floats + ~1 kB)
+    return int(params * 4 * 1.01) + 4 * (layers * heads + 1) + 1024
+
+
+ESM2_WEIGHTS: tuple[WeightsFile, ...] = tuple(
+    WeightsFile(spec.alias, spec.name, _approx_bytes(spec.params, spec.layers, spec.heads)) for spec in ESM2_MODELS
+)
+
+
+@dataclass(frozen=True)
+class WeightsStatus:
+    """What is on disk for one model.
+
+    Attributes
+    ----------
+    alias, name : str
+    path, regression_path : Path
+        Where :func:`~revdistill.esm.models.load_esm2` looks for the model and its contact head.
+    present : bool
+        The model file exists (the contact head is optional for embeddings).
+    regression_present : bool
+    partial_bytes : int
+        Bytes of an interrupted download (``<name>.pt.part``), 0 if none.
+    size_on_disk : int
+        Bytes of the model + contact-head files present (0 if none).
+    expected_bytes : int
+        Approximate download size (see :data:`ESM2_WEIGHTS`); ``expected_exact`` says it is not exact.
+    url, regression_url : str
+    """
+
+    alias: str
+    name: str
+    path: Path
+    regression_path: Path
+    present: bool
+    regression_present: bool
+    partial_bytes: int
+    size_on_disk: int
+    expected_bytes: int
+    url: str
+    regression_url: str
+    expected_exact: bool = False
+
+    @property
+    def partial(self) -> bool:
+        """An interrupted download waits to be resumed."""
+        return self.partial_bytes > 0
+
+    @property
+    def state(self) -> str:
+        """``present``, ``partial`` (a download to resume) or ``missing``."""
+        return "present" if self.present else "partial" if self.partial else "missing"
+
+
+def weights_base_url(base_url: str | None = None) -> str:
+    """The download base: ``base_url``, else ``$REVDISTILL_WEIGHTS_URL``, else fair-esm's public URL."""
+    base = base_url or os.environ.get(WEIGHTS_URL_ENV) or DEFAULT_WEIGHTS_URL
+    if not base.startswith(("http://", "https://", "file://")):
+        source = "base_url" if base_url else WEIGHTS_URL_ENV
+        raise ValueError(f"{source}={base!r} must be an http://, https:// or file:// URL")
+    return base.rstrip("/")
+
+
+def weights_urls(alias: str, base_url: str | None = None) -> tuple[str, str]:
+    """``(model URL, contact-regression URL)`` of a trained ESM-2 (``8M`` … ``15B`` or fair-esm name)."""
+    spec = _trained_spec(alias)
+    base = weights_base_url(base_url)
+    return f"{base}/models/{spec.name}.pt", f"{base}/regression/{spec.name}-contact-regression.pt"
+
+
+def _trained_spec(alias: str):
+    spec = get_spec(alias)
+    if not spec.trained:
+        known = ", ".join(entry.alias for entry in ESM2_WEIGHTS)
+        raise ValueError(f"model {spec.alias!r} is a random-init tiny model with no weights to download; "
+                         f"choose from {known}")
+    return spec
+
+
+def _weights_file(alias: str) -> WeightsFile:
+    spec = _trained_spec(alias)
+    return next(entry for entry in ESM2_WEIGHTS if entry.name == spec.name)
+
+
+def parse_aliases(aliases: str | Iterable[str]) -> list[str]:
+    """``"8M,35M"`` or ``["8M", "35M"]`` → canonical aliases, checked, duplicates dropped, order kept."""
+    items = aliases.split(",") if isinstance(aliases, str) else list(aliases)
+    result: list[str] = []
+    for item in (str(x).strip() for x in items):
+        if not item:
+            continue
+        alias = _trained_spec(item).alias
+        if alias not in result:
+            result.append(alias)
+    if not result:
+        raise ValueError(f"aliases={aliases!r} names no model; choose from "
+                         f"{', '.join(entry.alias for entry in ESM2_WEIGHTS)}")
+    return result
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else 0
+
+
+def weights_status(weights_dir: str | Path | None = None, base_url: str | None = None) -> list[WeightsStatus]:
+    """Per trained ESM-2 (8M … 15B, small to large): present, partial or missing, sizes and paths.
+
+    Parameters
+    ----------
+    weights_dir : str or Path, optional
+        Folder to inspect; default fair-esm's torch-hub cache (where ``load_esm2`` looks).
+    base_url : str, optional
+        Only used to fill in the URLs (see :func:`weights_base_url`).
+    """
+    statuses = []
+    for entry in ESM2_WEIGHTS:
+        path, regression_path = checkpoint_paths(entry.alias, weights_dir)
+        url, regression_url = weights_urls(entry.alias, base_url)
+        statuses.append(WeightsStatus(
+            alias=entry.alias, name=entry.name, path=path, regression_path=regression_path,
+            present=path.is_file(), regression_present=regression_path.is_file(),
+            partial_bytes=_size(path.with_name(path.name + ".part")),
+            size_on_disk=_size(path) + _size(regression_path), expected_bytes=entry.approx_bytes,
+            url=url, regression_url=regression_url,
+        ))
+    return statuses
+
+
+def check_online(url: str | None = None, timeout: float = 5.0) -> str | None:
+    """``None`` if the weights server answers, else a one-line reason (DNS failure, refused, proxy …).
+
+    ``url`` defaults to :func:`weights_base_url` (so ``REVDISTILL_WEIGHTS_URL`` is honoured). Use it to
+    say "offline: cannot reach dl.fbaipublicfiles.com (…)" before offering a download.
+    """
+    return _check_online(url or weights_base_url() + "/", timeout=timeout)
+
+
+def download_weights(
+    aliases: str | Sequence[str],
+    weights_dir: str | Path | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+    base_url: str | None = None,
+    verify: bool = False,
+    retries: int = 3,
+    timeout: float = 60.0,
+    retry_wait: float = 2.0,
+) -> list[Path]:
+    """Download ESM-2 checkpoints (model + contact head) into the folder ``load_esm2`` reads.
+
+    Parameters
+    ----------
+    aliases : str or sequence of str
+        ``"8M,35M,150M"`` or ``["8M", "35M"]`` (fair-esm names work too). Tiny models are refused.
+    weights_dir : str or Path, optional
+        Target folder; default fair-esm's cache ``torch.hub.get_dir()/checkpoints``.
+    progress : callable, optional
+        ``progress(done_bytes, total_bytes, alias)`` during each model's download; bytes count the
+        contact head and the model together (``total_bytes`` None until the server gave a size).
+    base_url : str, optional
+        Serves ``<base>/models/<name>.pt`` and ``<base>/regression/<name>-contact-regression.pt``;
+        default ``$REVDISTILL_WEIGHTS_URL``, else ``https://dl.fbaipublicfiles.com/fair-esm``.
+    verify : bool, default=False
+        Also re-hash files already present against ``SHA256SUMS`` (slow for the large models).
+    retries, timeout, retry_wait :
+        Attempts per file, socket timeout and seconds between attempts (each retry resumes);
+        see :func:`revdistill._download.download_file`.
+
+    Returns
+    -------
+    list of Path
+        The model files, in the order asked.
+
+    Raises
+    ------
+    ValueError
+        Unknown or tiny model names.
+    revdistill._download.DownloadError
+        Offline (the reason: DNS, refused, proxy …), HTTP errors such as 404, disk full, transfer broken
+        after ``retries`` attempts (the ``.part`` file is kept; the next call resumes).
+    revdistill._download.ChecksumError
+        A digest differs from the published or recorded one (the partial file is removed).
+    """
+    paths = []
+    for alias in parse_aliases(aliases):
+        entry = _weights_file(alias)
+        model_path, regression_path = checkpoint_paths(alias, weights_dir)
+        model_url, regression_url = weights_urls(alias, base_url)
+        model_path.parent.mkdir(parents=True, exist_ok=True)
+        recorded = read_checksums(model_path.parent)
+        if model_path.is_file() and regression_path.is_file() and not verify:
+            logger.info("%s: %s already present", alias, model_path)
+            size = _size(model_path) + _size(regression_path)
+            if progress is not None:
+                progress(size, size, alias)
+            paths.append(model_path)
+            continue
+        options = {"retries": retries, "timeout": timeout, "retry_wait": retry_wait}
+        download_file(regression_url, regression_path, expected_sha256=recorded.get(regression_path.name),
+                      **options)
+        head = _size(regression_path)
+
+        def report(done: int, total: int | None, _label: str, head: int = head, alias: str = alias) -> None:
+            if progress is not None:
+                progress(head + done, None if total is None else head + total, alias)
+
+        expected = entry.sha256 or recorded.get(model_path.name)
+        digest = download_file(model_url, model_path, expected_sha256=expected, progress=report, label=alias,
+                               **options)
+        logger.info("%s: %s sha256 %s", alias, model_path, digest)
+        paths.append(model_path)
+    return paths
