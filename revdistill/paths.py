@@ -37,8 +37,11 @@ def cache_root() -> Path:
     return Path(base).expanduser() / "revdistill"
 
 
-def cache_dir(kind: str) -> Path:
-    """One sub-folder of :func:`cache_root`; ``kind`` is a key of :data:`CACHE_KINDS`."""
+def cache_dir(kind: str, root: str | Path | None = None) -> Path:
+    """One sub-folder of the cache (``root`` when given, else :func:`cache_root`).
+
+    ``kind`` is a key of :data:`CACHE_KINDS`.
+    """
     if kind not in CACHE_KINDS:
         raise ValueError(f"kind={kind!r} is not a cache folder; choose from {sorted(CACHE_KINDS)}")
-    return cache_root() / kind
+    return (Path(root).expanduser() if root is not None else cache_root()) / kind

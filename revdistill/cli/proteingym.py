@@ -4,8 +4,11 @@ Examples
 --------
 ``revdistill proteingym PIN1_HUMAN_Tsuboyama_2023_1I6C --models 8M,35M,150M --out results.csv``
 ``revdistill proteingym my_assay.csv --models tiny-32,tiny-48,tiny-64 --out results.csv`` (offline)
-``revdistill proteingym --all --max-variants 2000 --models 8M,35M,150M --out results.csv``
+``revdistill proteingym --all --max-variants 2000 --models 8M,35M,150M --fit-on both --out results.csv``
 ``revdistill proteingym --download`` (fetch the v1.3 files into the cache, resumable)
+
+Every run uses a reference ladder fitted once on a declared corpus (default: ProteinGym's 187 wild
+types) and reused by id; fitting on the assays' own variants is the explicit ``--corpus assays``.
 """
 from __future__ import annotations
 
@@ -14,15 +17,19 @@ import logging
 import sys
 from pathlib import Path
 
+from revdistill.cli.options import (add_embedding_arguments, add_ladder_arguments, embed_options, reference_ladders,
+                                    split_list)
+
 logger = logging.getLogger(__name__)
 
 _DESCRIPTION = """\
 Run a ridge probe on mean-pooled embeddings (ESM-2 as is, reverse-distilled, naive concat+PCA, nested
-prefixes) under ProteinGym's supervised protocol (singles, 5-fold CV for the random/modulo/contiguous
-schemes, Spearman over pooled out-of-fold predictions) and write a tidy table:
-assay, scheme, representation, model, dim, spearman, mse, n_variants (+ fold_source, alpha, uniprot_id,
-selection_type). Data: --data-dir, else $REVDISTILL_PROTEINGYM_DIR, else the cache (see --download).
-Numbers are ours (linear probe), not comparable to rows of the ProteinGym leaderboard."""
+prefixes, the largest model truncated) under ProteinGym's supervised protocol (singles, 5-fold CV for
+the random/modulo/contiguous schemes, Spearman over pooled out-of-fold predictions) and write a tidy
+table with one row per assay, scheme, representation, model and dim; every row carries the ids of the
+reference ladder, the naive baseline and the protocol. Data: --data-dir, else $REVDISTILL_PROTEINGYM_DIR,
+else the cache (see --download). Numbers are ours (linear probe), not comparable to rows of the
+ProteinGym leaderboard."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,54 +42,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--all", action="store_true", help="every assay of the reference file (see --max-variants)")
     parser.add_argument("--max-variants", type=int, default=None, metavar="N",
                         help="with --all: only assays with at most N single mutants (a documented subset)")
+    parser.add_argument("--list", action="store_true", help="list the 217 substitution assays and exit")
+    parser.add_argument("--search", default=None, metavar="TEXT", help="with --list: only assays matching TEXT")
     parser.add_argument("--models", default="8M,35M,150M",
-                        help="ladder, small to large, comma-separated (default 8M,35M,150M; tiny-32,tiny-48,tiny-64 run offline)")
-    parser.add_argument("--out", type=Path, help="tidy CSV to write (required unless only --download)")
+                        help="ladder, small to large, comma-separated (default 8M,35M,150M; tiny-32,tiny-48,tiny-64 "
+                             "run offline)")
+    parser.add_argument("--out", type=Path, help="tidy CSV to write (required unless --download/--list only)")
     parser.add_argument("--data-dir", type=Path, default=None, help="ProteinGym folder (reference file, assays/zips)")
     parser.add_argument("--store", type=Path, default=None,
                         help="embedding store (HDF5), reused across runs; default in the cache, one per model list")
-    parser.add_argument("--ladder", type=Path, default=None, help="fitted ladder (revdistill fit); default: fitted from the store")
-    parser.add_argument("--schemes", default="fold_random_5,fold_modulo_5,fold_contiguous_5", help="CV schemes, comma-separated")
-    parser.add_argument("--representations", default="esm2,rd,naive,nested", help="comma-separated subset of esm2,rd,naive,nested")
-    parser.add_argument("--n-between", type=int, default=2, help="nested prefix dims between level boundaries (default 2)")
-    parser.add_argument("--device", default="cpu", help="torch device for embedding (cpu, cuda, cuda:1)")
-    parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"), help="embedding precision")
-    parser.add_argument("--long-sequences", default="window", choices=("window", "truncate", "error"),
-                        help="sequences over 1022 residues: overlapping windows (default), truncate, or error")
-    parser.add_argument("--weights-dir", type=Path, default=None, help="folder with ESM-2 checkpoints")
+    add_ladder_arguments(parser)
+    protocol = parser.add_argument_group("protocol")
+    protocol.add_argument("--schemes", default="fold_random_5,fold_modulo_5,fold_contiguous_5",
+                          help="CV schemes, comma-separated")
+    protocol.add_argument("--representations", default="esm2,rd,naive,nested,truncated",
+                          help="comma-separated subset of esm2,rd,naive,nested,truncated")
+    protocol.add_argument("--n-between", type=int, default=2, help="nested prefix dims between level boundaries")
+    protocol.add_argument("--inner-folds", type=int, default=5, help="inner CV folds choosing the ridge penalty")
+    protocol.add_argument("--n-bootstrap", type=int, default=1000, help="bootstrap replicates of the intervals")
+    protocol.add_argument("--all-variants", action="store_true",
+                          help="keep multiple mutants too (ProteinGym's supervised protocol uses singles only)")
+    add_embedding_arguments(parser)
     parser.add_argument("--download", action="store_true", help="download the ProteinGym v1.3 files first (resumable)")
-    parser.add_argument("--progress", action="store_true", help="show embedding progress bars")
     parser.set_defaults(func=run)
-
-
-def _split(text: str) -> list[str]:
-    return [item.strip() for item in text.split(",") if item.strip()]
-
-
-def default_store(models: list[str]) -> Path:
-    """Cache path of the embedding store for a model list."""
-    from revdistill.proteingym import default_cache_dir
-
-    return default_cache_dir().parent / "embeddings" / f"proteingym_{'_'.join(models)}.h5"
 
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``revdistill proteingym``; returns the exit status."""
     from revdistill import proteingym as pg
 
-    if args.download:
-        folder = pg.download_proteingym(args.data_dir)
-        print(f"ProteinGym v1.3 files in {folder}")
-        if args.data_dir is None:
-            args.data_dir = folder
-        if not args.assays and not args.all:
-            return 0
+    if args.list:
+        return _list(args)
     if args.all and args.assays:
         raise ValueError("give assay ids/CSVs or --all, not both")
     if args.max_variants is not None and not args.all:
         raise ValueError("--max-variants selects assays for --all; use it with --all")
-    if args.out is None:
+    if args.out is None and not args.download:
         raise ValueError("--out RESULTS.csv is required")
+    protocol = _protocol(args)
+    if args.download:
+        folder = pg.download_proteingym(args.data_dir)
+        print(f"ProteinGym v1.3 files in {folder}", file=sys.stderr)
+        args.data_dir = args.data_dir or folder
+        if not args.assays and not args.all:
+            return 0
     assays = list(args.assays)
     if args.all:
         assays = pg.list_assays(pg.load_reference(args.data_dir), max_variants=args.max_variants)
@@ -90,25 +93,78 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"no assay has at most --max-variants={args.max_variants} single mutants")
     if not assays:
         raise ValueError("no assays: give ProteinGym ids or CSV paths, or --all")
-    models = _split(args.models)
-    return _run_benchmark(args, assays, models)
+    return _run(args, assays, protocol)
 
 
-def _run_benchmark(args: argparse.Namespace, assays: list[str], models: list[str]) -> int:
-    from revdistill.experiment.features import run_benchmark
-    from revdistill.experiment.aggregate import aggregate
+def _protocol(args: argparse.Namespace):
+    from revdistill.experiment.protocol import Protocol, REPRESENTATIONS
+    from revdistill.proteingym.folds import SCHEMES
 
-    store = args.store or default_store(models)  # the store creates its folder when it first writes
-    results = run_benchmark(
-        assays, models, store=store, data_dir=args.data_dir, ladder=args.ladder, schemes=_split(args.schemes),
-        representations=_split(args.representations), n_between=args.n_between, device=args.device,
-        dtype=args.dtype, weights_dir=args.weights_dir, long_sequences=args.long_sequences, progress=args.progress,
-    )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    results.to_csv(args.out, index=False)
-    summary = aggregate(results, how=("proteingym", "mean"), n_bootstrap=1000)
-    shown = summary[["representation", "model", "dim", "aggregation", "value", "ci_low", "ci_high", "n_assays"]]
-    print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"wrote {len(results)} rows for {results['assay'].nunique()} assay(s) to {args.out} (store: {store})",
+    return Protocol(singles_only=not args.all_variants,
+                    schemes=tuple(split_list(args.schemes, "--schemes", SCHEMES)),
+                    representations=tuple(split_list(args.representations, "--representations",
+                                                     tuple(REPRESENTATIONS))),
+                    n_between=args.n_between, inner_folds=args.inner_folds, n_bootstrap=args.n_bootstrap)
+
+
+def default_store(models: tuple[str, ...], numerics: dict) -> Path:
+    """Cache path of the ProteinGym embedding store for a model list and embedding numerics."""
+    from revdistill.paths import cache_dir
+
+    suffix = "-".join(str(value) for _, value in sorted(numerics.items()))
+    return cache_dir("stores") / f"proteingym_{'_'.join(models)}_{suffix}.h5"
+
+
+def _run(args: argparse.Namespace, assays: list[str], protocol) -> int:
+    from revdistill.esm.runner import LocalEmbedder, resolve_models
+    from revdistill.esm.store import EmbeddingStore
+    from revdistill.experiment.pipeline import run_experiment
+    from revdistill.experiment.tasks import read_task
+    from revdistill.proteingym import load_reference
+    from revdistill.cli.options import check_output, write_csv
+
+    models = resolve_models(args.models)
+    options = embed_options(args)
+    store_path = args.store or default_store(models, options.numerics())
+    inputs = [Path(a) for a in assays if Path(a).exists()]
+    check_output(args.out, inputs=inputs + [store_path], kind="csv")
+    reference = None if all(a.endswith(".csv") for a in assays) else load_reference(args.data_dir)
+    tasks = [read_task(assay, protocol, data_dir=args.data_dir, reference=reference) for assay in assays]
+    embedder = LocalEmbedder(options)
+    ladders = reference_ladders(args, models, embedder, tasks)
+    for ladder in ladders:
+        print(f"ladder: {ladder.describe()}", file=sys.stderr)
+    result = run_experiment(tasks, models, ladders, protocol, store=EmbeddingStore(store_path), embedder=embedder,
+                            progress=_progress_printer() if args.progress else None)
+    table = result.table
+    write_csv(table, args.out)
+    summary = result.summary()
+    columns = [c for c in ("fit_on", "representation", "model", "dim", "aggregation", "value", "ci_low", "ci_high",
+                           "n_assays", "n_missing") if c in summary.columns]
+    print(summary[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    notes = table.loc[table["note"].fillna("") != "", ["assay", "representation", "model", "dim", "note"]]
+    for row in notes.drop_duplicates().itertuples(index=False):
+        print(f"note: {row.assay} {row.representation} {row.model} dim {row.dim}: {row.note}", file=sys.stderr)
+    print(result.caption(), file=sys.stderr)
+    print(f"wrote {len(table)} rows for {table['assay'].nunique()} assay(s) to {args.out} (store: {store_path})",
           file=sys.stderr)
+    return 0
+
+
+def _progress_printer():
+    last = [-1]
+
+    def report(fraction: float, message: str) -> None:
+        percent = int(fraction * 100)
+        if percent != last[0]:
+            last[0] = percent
+            print(f"{percent:3d}% {message}", file=sys.stderr)
+
+    return report
+
+
+def _list(args: argparse.Namespace) -> int:
+    from revdistill.proteingym.catalog import assay_catalog, format_catalog
+
+    print(format_catalog(assay_catalog(args.data_dir), query=args.search))
     return 0

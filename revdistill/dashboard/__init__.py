@@ -1,12 +1,14 @@
 """Voila dashboard: one ipywidget builder per panel, plus the app that composes them.
 
-Data flow: :mod:`.data` (what to embed) -> :mod:`.workspace` (embeddings, ladder, nested, curves; no
-widgets) -> the panels (:mod:`.models_panel`, :mod:`.decomposition_panel`, :mod:`.slicer_panel`,
-:mod:`.umap_panel`, :mod:`.scaling_panel`) sharing one :class:`~.state.DashboardState` -> :mod:`.app`.
+Data flow: :mod:`.data` (what to probe: a :class:`~revdistill.experiment.tasks.Task`) ->
+:mod:`.analysis` (reference ladders + :func:`~revdistill.experiment.pipeline.run_experiment` + slicer
+views; no widgets) -> the panels (:mod:`.models_panel`, :mod:`.decomposition_panel`,
+:mod:`.slicer_panel`, :mod:`.umap_panel`, :mod:`.scaling_panel`), each reading the typed
+:class:`~.analysis.Analysis` that :class:`~.state.DashboardState` publishes -> :mod:`.app`. The panels
+hold UI only: the science lives in :mod:`revdistill.experiment` and :mod:`revdistill.views`.
 
-Helpers: :mod:`.curves` and :mod:`.prefix_probe` precompute what the slicer and scaling panels show,
-:mod:`.widgets` builds figures and the error box, :mod:`.serving` makes Voila ship plotly's widget code
-once per page. Importing this package imports nothing heavy; ``ipywidgets`` and ``plotly`` load with
+Helpers: :mod:`.widgets` builds figures and the error box, :mod:`.serving` makes Voila ship plotly's
+widget code once per page. Importing this package imports nothing heavy; ``ipywidgets`` and ``plotly`` load with
 the builders.
 """
 from __future__ import annotations

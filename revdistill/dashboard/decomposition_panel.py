@@ -58,7 +58,7 @@ class DecompositionPanel:
         import plotly.graph_objects as go  # noqa: PLC0415
 
         self.state = state
-        steps, r2, residual, fitted_corr, pooled_corr = self._values(state.workspace)
+        steps, r2, residual, fitted_corr, pooled_corr = self._values(state.analysis)
         self.figure = figure_widget(
             [(go.Bar(name="R² of the regression", x=steps, y=r2, marker_color="#4C78A8"), 1, 1),
              (go.Bar(name="residual variance kept by PCA", x=steps, y=residual, marker_color="#F58518"), 1, 1),
@@ -70,41 +70,47 @@ class DecompositionPanel:
             rows=1, cols=2, subplot_titles=("What each step explains", "Is each new block orthogonal?"),
             configure=_configure_axes,
         )
-        self.table = widgets.HTML(self._table_html(state.workspace))
+        self.table = widgets.HTML(self._table_html(state.analysis))
         self.widget = widgets.VBox([
             section_title("2 · Decomposition",
-                          "Each step regresses the larger model on the nested smaller one, keeps the "
-                          "residual's top principal components and appends them."),
+                          "Each step regresses the larger model on the smaller one (the nested one with our fit, "
+                          "the raw one with the released fit), keeps the residual's top principal components "
+                          "and appends them."),
             self.table, self.figure,
         ])
         self.widget.add_class("rd-panel")
-        state.on_workspace(self.update)
+        state.on_analysis(self.update)
 
     @staticmethod
-    def _values(workspace: Any) -> tuple[list[str], list[float], list[float], list[float], list[float]]:
-        if workspace is None:
+    def _values(analysis: Any) -> tuple[list[str], list[float], list[float], list[float], list[float]]:
+        if analysis is None:
             return [], [], [], [], []
-        rows = workspace.diagnostics
+        rows = analysis.ladder.ladder.diagnostics()
         steps = [f"{row['small']}→{row['large']}" for row in rows]
         r2 = [float(row["r2"]) for row in rows]
         residual = [float(row["residual_explained_variance_ratio"]) for row in rows]
         fitted = [max(abs(float(row["max_abs_corr_prefix"])), 1e-17) for row in rows]
-        pooled = [max(value, 1e-17) for value in block_correlations(workspace.nested)]
+        pooled = [max(value, 1e-17) for value in block_correlations(analysis.nested)]
         return steps, r2, residual, fitted, pooled
 
     @staticmethod
-    def _table_html(workspace: Any) -> str:
-        if workspace is None:
+    def _table_html(analysis: Any) -> str:
+        if analysis is None:
             return "<span class='rd-hint'>Press Compute to fit a ladder.</span>"
-        pooled = block_correlations(workspace.nested)
+        pooled = block_correlations(analysis.nested)
+        ladder = analysis.ladder
         lines = ["<table class='rd-table'><tr><th>step</th><th>dims</th><th>regressor</th><th>R²</th>"
                  "<th>PCR components kept</th><th>residual variance kept</th>"
                  "<th>max |corr| with prefix (fit / pooled)</th><th>orthogonal</th></tr>"]
-        for row, pooled_corr in zip(workspace.diagnostics, pooled):
+        for row, pooled_corr in zip(ladder.ladder.diagnostics(), pooled):
             fitted = abs(float(row["max_abs_corr_prefix"]))
             components = row.get("n_regression_components")
-            if fitted < ORTHOGONAL_TOLERANCE:
+            if not np.isfinite(fitted):
+                ok = "unknown (imported scaler files)"
+            elif fitted < ORTHOGONAL_TOLERANCE:
                 ok = "✓"
+            elif row["fit_on"] == "raw":  # fitted on the raw input, applied to the nested one
+                ok = "✗ (fitted on raw inputs)"
             elif row["regressor"] == "pcr":  # uncorrelated with the kept input PCs, not the discarded ones
                 ok = f"✓ to the {components} kept PCs"
             else:
@@ -117,16 +123,18 @@ class DecompositionPanel:
                 f"<td>{float(row['residual_explained_variance_ratio']):.1%}</td>"
                 f"<td>{fitted:.1e} / {pooled_corr:.2f}</td><td>{ok}</td></tr>")
         lines.append("</table>")
+        lines.append(f"<div class='rd-hint rd-ladder-id'>{html.escape(ladder.describe())}. Correlations: on the "
+                     f"ladder's fitting residues (from its moments) / on the pooled rows shown.</div>")
         return "".join(lines)
 
-    def update(self, workspace: Any) -> None:
-        """Redraw for a new workspace."""
-        steps, r2, residual, fitted, pooled = self._values(workspace)
+    def update(self, analysis: Any) -> None:
+        """Redraw for a new analysis."""
+        steps, r2, residual, fitted, pooled = self._values(analysis)
         with self.figure.batch_update():
             for trace, values in zip(self.figure.data, (r2, residual, fitted, pooled)):
                 trace.x = steps
                 trace.y = values
-        self.table.value = self._table_html(workspace)
+        self.table.value = self._table_html(analysis)
 
 
 def build_decomposition_panel(state: DashboardState) -> DecompositionPanel:

@@ -7,12 +7,11 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from .curves import slicer_curves
-from .data import Dataset, demo_dataset, proteingym_dataset, uploaded_dataset
+from .analysis import (FIT_ON_CHOICES, LADDER_CORPORA, TINY_FAMILY, WEIGHTS_HELP, Choices, ModelChoice,
+                       available_device, compute_analysis, default_models, model_choices)
+from .data import demo_task, proteingym_task, uploaded_task
 from .state import DashboardState
 from .widgets import section_title
-from .workspace import (TINY_FAMILY, WEIGHTS_HELP, ModelChoice, available_device, compute_workspace, default_models,
-                        model_choices)
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +43,7 @@ class ModelsPanel:
     widget : ipywidgets.VBox
     checkboxes : dict of str to ipywidgets.Checkbox
         One per model alias, in ladder order; disabled with the reason when unavailable.
-    source, assay_id, upload, device, compute, progress, status : widgets
+    source, assay_id, upload, device, fit_on, corpus, compute, progress, status : widgets
     """
 
     def __init__(self, state: DashboardState) -> None:
@@ -87,6 +86,12 @@ class ModelsPanel:
         devices = ["cpu"] + (["cuda"] if device == "cuda" else [])
         self.device = widgets.Dropdown(options=devices, value=device, description="Device",
                                        layout={"width": "200px"})
+        self.fit_on = widgets.Dropdown(options=[(label, key) for key, label in FIT_ON_CHOICES.items()],
+                                       value="nested", description="Fit", layout={"width": "420px"})
+        self.fit_on.add_class("rd-fit-on")
+        self.corpus = widgets.Dropdown(options=[(label, key) for key, label in LADDER_CORPORA.items()],
+                                       value="proteingym", description="Ladder on", layout={"width": "420px"})
+        self.corpus.add_class("rd-corpus")
         self.compute = widgets.Button(description="Compute", button_style="primary", icon="play")
         self.compute.add_class("rd-compute")
         self.progress = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, layout={"width": "300px"})
@@ -97,10 +102,13 @@ class ModelsPanel:
         self.compute.on_click(state.guard(self.on_compute, "Compute"))
         self._on_source({"new": self.source.value})
         data_box = widgets.VBox([self.source, widgets.HBox([self.assay_id]), self.upload])
+        protocol = widgets.HTML(f"<div class='rd-hint rd-protocol'>Protocol: {html.escape(state.protocol.describe())}"
+                                "</div>")
         self.widget = widgets.VBox([
             section_title("1 · Models & data",
                           "ESM-2 sizes form the ladder (small → large); greyed sizes say why."),
-            self.banner, models_box, data_box, self.device,
+            self.banner, models_box, data_box, widgets.HBox([self.device]),
+            widgets.HBox([self.fit_on, self.corpus]), protocol,
             widgets.HBox([self.compute, self.progress, self.status]),
         ])
         self.widget.add_class("rd-panel")
@@ -123,50 +131,52 @@ class ModelsPanel:
         """Checked aliases, in ladder order."""
         return tuple(alias for alias, box in self.checkboxes.items() if box.value and not box.disabled)
 
-    def load_dataset(self) -> Dataset:
-        """The data set chosen in the panel (parsed and checked; may raise ``ValueError``)."""
+    def load_task(self):
+        """The task chosen in the panel, read with the session's protocol (may raise ``ValueError``)."""
         source = self.source.value
+        protocol = self.state.protocol
         if source == "demo":
-            return demo_dataset()
-        if source == "proteingym":
-            return proteingym_dataset(self.assay_id.value, self.state.options.proteingym_dir)
-        if source == "upload":
+            return demo_task(protocol)
+        elif source == "proteingym":
+            return proteingym_task(self.assay_id.value, protocol, self.state.options.proteingym_dir)
+        elif source == "upload":
             files = list(self.upload.value)
             if not files:
                 raise ValueError("choose a FASTA or DMS CSV file to upload first")
             item = files[0]
-            return uploaded_dataset(item["name"], bytes(item["content"]), self.state.options.max_upload_bytes)
-        raise ValueError(f"unknown data source {source!r}; choose from {list(DATA_SOURCES)}")
+            return uploaded_task(item["name"], bytes(item["content"]), self.state.options.max_upload_bytes, protocol,
+                                 self.state.options.proteingym_dir)
+        else:
+            raise ValueError(f"unknown data source {source!r}; choose from {list(DATA_SOURCES)}")
+
+    def selection(self) -> Choices:
+        """The models, ladder and device chosen (checked)."""
+        return Choices(models=self.selected_models(), fit_on=self.fit_on.value, corpus=self.corpus.value,
+                       device=self.device.value)
 
     def on_compute(self, _button: Any = None) -> None:
-        """Embed, fit and precompute the slicer in the background; then publish the workspace."""
-        models = self.selected_models()
-        if len(models) < 2:
-            raise ValueError(f"tick at least two model sizes (got {list(models) or 'none'})")
-        dataset = self.load_dataset()
-        device = self.device.value
+        """Fit or fetch the ladder, run the experiment and precompute the views in the background; then
+        publish the analysis."""
+        choices = self.selection()
+        task = self.load_task()
         options = self.state.options
+        embedder = self.state.embedder(choices.device)
         self.compute.disabled = True
         self.progress.value = 0.0
         self.progress.bar_style = "info"
-        self.status.value = f"{dataset.name}: {len(dataset)} sequences, models {', '.join(models)} …"
+        self.status.value = f"{task.name}: {len(task)} sequences, models {', '.join(choices.models)} …"
 
         def work() -> Any:
-            workspace = compute_workspace(
-                dataset, models, device=device, cache_dir=options.cache_dir,
-                weights_dir=options.weights_dir, cpu_threads=options.cpu_threads,
-                progress=lambda f, m: self._post_progress(0.7 * f, m))
-            workspace.cache["slicer"] = slicer_curves(
-                workspace, progress=lambda f, m: self._post_progress(0.7 + 0.3 * f, m))
-            return workspace
+            return compute_analysis(task, choices, self.state.protocol, embedder=embedder, cache=options.cache_dir,
+                                    cpu_threads=options.cpu_threads, progress=self._post_progress)
 
-        def done(workspace: Any) -> None:
+        def done(analysis: Any) -> None:
             self.progress.value = 1.0
             self.progress.bar_style = "success"
-            spent = sum(workspace.seconds.values())
-            self.state.set_workspace(workspace)
-            self.status.value = (f"{dataset.name}: {len(dataset)} sequences × {len(models)} models "
-                                 f"(embedding + fit {spent:.1f} s). Ready.")
+            spent = sum(analysis.seconds.values())
+            self.state.set_analysis(analysis)
+            self.status.value = (f"{task.name}: {len(task)} sequences × {len(analysis.models)} models "
+                                 f"({spent:.1f} s). Ready.")
 
         def finally_() -> None:
             self.compute.disabled = False

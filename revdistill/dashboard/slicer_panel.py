@@ -1,6 +1,8 @@
 """Panel 3, the Matryoshka slicer: a slider over ``k`` that snaps to level boundaries.
 
-Everything the slider shows is precomputed by :func:`~.curves.slicer_curves`. Moving it redraws the
+Everything the slider shows is precomputed: the views by :func:`revdistill.views.slicer.slicer_views`,
+the probe Spearman of every prefix by the experiment (the ``nested`` and ``truncated`` rows of its
+summary: the same numbers the scaling panel and the CLI show). Moving it redraws the
 *live* figure at once (the marker on the quality curves; the readout): that is cheap whatever the
 number of rows. The PCA view of ``prefix(k)`` swaps one precomputed ``(n, 2)`` array into a
 5,000-point WebGL scatter, which costs a browser far more to redraw; it lives in its own figure and
@@ -17,11 +19,12 @@ from typing import Any
 import ipywidgets as widgets
 import numpy as np
 
-from .curves import SlicerCurves
+from revdistill.views.style import COLOURS
+
 from .state import DashboardState
 from .widgets import figure_widget, section_title
 
-__all__ = ["SlicerPanel", "build_slicer_panel", "snap_to_boundary"]
+__all__ = ["SlicerPanel", "build_slicer_panel", "snap_to_boundary", "probe_curve"]
 
 MARKER_TRACE = 4
 SCATTER_TRACE = 0
@@ -50,6 +53,20 @@ def snap_to_boundary(k: int, previous: int, boundaries: tuple[int, ...], fractio
     return int(nearest) if abs(nearest - k) <= reach else int(k)
 
 
+def probe_curve(summary: Any, representation: str, fit_on: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(dims, Spearman)`` of one prefix curve from an analysis summary, sorted by dim."""
+    rows = summary[(summary["representation"] == representation) & (summary["fit_on"].fillna("") == fit_on)]
+    rows = rows.sort_values("dim")
+    return rows["dim"].to_numpy(dtype=np.float64), rows["value"].to_numpy(dtype=np.float64)
+
+
+def _interp(dims: np.ndarray, values: np.ndarray, k: int) -> float:
+    good = np.isfinite(values)
+    if not good.any() or k > dims[good].max() or k < dims[good].min():
+        return float("nan")
+    return float(np.interp(k, dims[good], values[good]))
+
+
 def _configure_axes(figure: Any, names: list[dict[str, Any]], target: str) -> None:
     for name in names:
         figure.add_annotation(name)
@@ -76,7 +93,7 @@ class SlicerPanel:
 
     def __init__(self, state: DashboardState) -> None:
         self.state = state
-        self.curves: SlicerCurves | None = None
+        self.analysis: Any = None
         self._last = 1  # previous slider value, to tell a drag (snapped) from a single step
         self._pending_view: int | None = None
         self._last_view_time = float("-inf")
@@ -84,7 +101,7 @@ class SlicerPanel:
         self.slider = self._make_slider(None)
         self.readout = widgets.HTML("<span class='rd-hint'>Press Compute to slice an embedding.</span>")
         self.figure = self._make_figure(None)
-        self.view_figure = self._make_view_figure(None, None)
+        self.view_figure = self._make_view_figure(None)
         self.widget = widgets.VBox([
             section_title("3 · Matryoshka slicer",
                           "Keep the first k dimensions of the reverse-distilled embedding; the slider "
@@ -92,7 +109,11 @@ class SlicerPanel:
             self.slider, self.readout, widgets.HBox([self.figure, self.view_figure]),
         ])
         self.widget.add_class("rd-panel")
-        state.on_workspace(self.update)
+        state.on_analysis(self.update)
+
+    @property
+    def views(self) -> Any:
+        return None if self.analysis is None else self.analysis.views
 
     def _make_slider(self, full: int | None) -> widgets.IntSlider:
         """Slider over ``1..full`` (disabled placeholder when ``full`` is None)."""
@@ -104,30 +125,33 @@ class SlicerPanel:
         return slider
 
     @staticmethod
-    def _make_figure(curves: SlicerCurves | None) -> Any:
+    def _make_figure(analysis: Any) -> Any:
         """The live figure (quality of prefix(k) and the k marker), built with all its data."""
         import plotly.graph_objects as go  # noqa: PLC0415
 
         empty: list[float] = []
-        if curves is None:
-            ks = rd = esm = nn = dims = cosine = marker = marker_y = empty
+        if analysis is None:
+            rd_x = rd = esm_x = esm = ks = nn = dims = cosine = marker = marker_y = empty
             target, shapes, names = "", [], []
         else:
-            full = int(curves.boundaries[-1])
-            ks, rd, esm, nn = curves.ks, curves.spearman_rd, curves.spearman_esm, curves.nn_agreement
-            dims, cosine = np.arange(1, full + 1), curves.cosine
+            views = analysis.views
+            full = int(views.boundaries[-1])
+            rd_x, rd = probe_curve(analysis.summary, "nested", analysis.ladder.fit_on)
+            esm_x, esm = probe_curve(analysis.summary, "truncated", "")
+            ks, nn = views.ks, views.nn_agreement
+            dims, cosine = np.arange(1, full + 1), views.cosine
             marker, marker_y = [full, full], [-0.05, 1.05]
-            target = curves.target
+            target = analysis.task.target.split(":")[0]
             shapes = [{"type": "line", "x0": b, "x1": b, "y0": 0, "y1": 1, "xref": "x", "yref": "paper",
-                       "line": {"color": "#999", "dash": "dot", "width": 1}} for b in curves.boundaries]
+                       "line": {"color": "#999", "dash": "dot", "width": 1}} for b in views.boundaries]
             names = [{"x": b, "y": 1.0, "xref": "x", "yref": "y", "text": name, "showarrow": False,
                       "yanchor": "bottom", "font": {"size": 10, "color": "#666"}}
-                     for b, name in zip(curves.boundaries, curves.names)]
+                     for b, name in zip(views.boundaries, views.names)]
         return figure_widget(
-            [go.Scatter(name="probe ρ, reverse-distilled prefix", x=ks, y=rd, mode="lines+markers",
-                        line={"color": "#E45756"}),
-             go.Scatter(name="probe ρ, ESM-2 truncated", x=ks, y=esm, mode="lines+markers",
-                        line={"color": "#4C78A8"}),
+            [go.Scatter(name="probe ρ, reverse-distilled prefix", x=rd_x, y=rd, mode="lines+markers",
+                        line={"color": COLOURS["nested"]}),
+             go.Scatter(name="probe ρ, largest ESM-2 truncated", x=esm_x, y=esm, mode="lines+markers",
+                        line={"color": COLOURS["truncated"], "dash": "dot"}),
              go.Scatter(name="kNN agreement with full", x=ks, y=nn, mode="lines",
                         line={"color": "#54A24B", "dash": "dot"}),
              go.Scatter(name="cosine(prefix, full)", x=dims, y=cosine, mode="lines",
@@ -140,18 +164,19 @@ class SlicerPanel:
         )
 
     @staticmethod
-    def _make_view_figure(curves: SlicerCurves | None, table: Any) -> Any:
+    def _make_view_figure(analysis: Any) -> Any:
         """The PCA view of prefix(k), full embedding selected, built with all its data."""
         import plotly.graph_objects as go  # noqa: PLC0415
 
-        if curves is None:
+        if analysis is None:
             view_x = view_y = colors = []
             labels: list[str] = []
             target = ""
         else:
-            view_x, view_y = curves.views[-1, 0], curves.views[-1, 1]
-            target = curves.target
-            colors = table[target].to_numpy(dtype=np.float64)
+            views, table = analysis.views, analysis.task.table
+            view_x, view_y = views.views[-1, 0], views.views[-1, 1]
+            target = "score"
+            colors = table["score"].to_numpy(dtype=np.float64)
             labels = table["label"].astype(str).tolist()
         return figure_widget(
             [go.Scattergl(name="rows", x=view_x, y=view_y, mode="markers", showlegend=False, text=labels,
@@ -161,23 +186,22 @@ class SlicerPanel:
             {"height": 440, "width": 520, "title": {"text": "PCA of prefix(k)"}},
         )
 
-    def update(self, workspace: Any) -> None:
-        """Show a workspace's precomputed curves, full embedding selected.
+    def update(self, analysis: Any) -> None:
+        """Show an analysis, full embedding selected.
 
         The figure and the slider are rebuilt with their data rather than changed: a figure created
         with its data always reaches the browser intact, and changing ``max`` of a displayed IntSlider
         leaves the browser's keyboard range at the old maximum (ipywidgets 8).
         """
-        curves: SlicerCurves = workspace.cache["slicer"]
-        self.curves = curves
-        full = int(curves.boundaries[-1])
+        self.analysis = analysis
+        full = int(analysis.views.boundaries[-1])
         self._last = full
         self._cancel_view_timer()
         self._pending_view = None
         old = (self.slider, self.figure, self.view_figure)
         self.slider = self._make_slider(full)
-        self.figure = self._make_figure(curves)
-        self.view_figure = self._make_view_figure(curves, workspace.dataset.table)
+        self.figure = self._make_figure(analysis)
+        self.view_figure = self._make_view_figure(analysis)
         figures = widgets.HBox([self.figure, self.view_figure])
         self.widget.children = (self.widget.children[0], self.slider, self.readout, figures)
         for widget in old:
@@ -186,10 +210,10 @@ class SlicerPanel:
 
     def on_slide(self, change: dict[str, Any]) -> None:
         """Snap, then move the marker and swap in the precomputed view of ``prefix(k)``."""
-        if self.curves is None:
+        if self.analysis is None:
             return
         k = int(change["new"])
-        snapped = snap_to_boundary(k, self._last, self.curves.boundaries)
+        snapped = snap_to_boundary(k, self._last, self.views.boundaries)
         self._last = snapped
         if snapped != k:
             self.slider.value = snapped  # re-enters on_slide with the snapped value
@@ -223,32 +247,34 @@ class SlicerPanel:
     def show_view(self) -> None:
         """Swap the precomputed PCA view of the pending ``prefix(k)`` into the scatter."""
         k, self._pending_view = self._pending_view, None
-        if k is None or self.curves is None:
+        if k is None or self.analysis is None:
             return
-        view = self.curves.views[self.curves.grid_index(k)]
+        view = self.views.views[self.views.grid_index(k)]
         scatter = self.view_figure.data[SCATTER_TRACE]
         with self.view_figure.batch_update():  # one message, one redraw
             scatter.x, scatter.y = view[0], view[1]  # contiguous rows: sent as binary buffers
         self._last_view_time = time.monotonic()
 
     def _readout(self, k: int) -> str:
-        curves = self.curves
-        if curves is None:
+        analysis = self.analysis
+        if analysis is None:
             return ""
-        values = curves.at(k)
-        level = curves.names[int(np.searchsorted(curves.boundaries, k))]
-        grid_k = int(curves.ks[curves.grid_index(k)])
-        shown = "" if grid_k == k else f" (view and probe from the nearest precomputed k={grid_k})"
+        views = analysis.views
+        level = views.names[int(np.searchsorted(views.boundaries, k))]
+        grid_k = int(views.ks[views.grid_index(k)])
+        shown = "" if grid_k == k else f" (view from the nearest precomputed k={grid_k})"
+        rd = _interp(*probe_curve(analysis.summary, "nested", analysis.ladder.fit_on), k)
+        esm = _interp(*probe_curve(analysis.summary, "truncated", ""), k)
+        target = analysis.task.target.split(":")[0]
 
         def fmt(value: float) -> str:
             return "—" if not np.isfinite(value) else f"{value:.3f}"
 
-        return (f"<div class='rd-readout'><b>k = {k}</b> of {curves.boundaries[-1]} · inside level "
-                f"<b>{html.escape(level)}</b>{shown}<br>probe Spearman ({html.escape(curves.target)}): "
-                f"reverse-distilled {fmt(values['spearman_rd'])}, ESM-2 truncated "
-                f"{fmt(values['spearman_esm'])} · {curves.n_neighbors}-NN agreement with the full "
-                f"embedding {fmt(values['nn_agreement'])} · mean cosine(prefix, full) "
-                f"{fmt(values['cosine'])}</div>")
+        return (f"<div class='rd-readout'><b>k = {k}</b> of {views.boundaries[-1]} · inside level "
+                f"<b>{html.escape(level)}</b>{shown}<br>probe Spearman ({html.escape(target)}; interpolated "
+                f"between probed prefixes): reverse-distilled {fmt(rd)}, largest ESM-2 truncated {fmt(esm)} · "
+                f"{views.n_neighbors}-NN agreement with the full embedding {fmt(views.agreement_at(k))} · mean "
+                f"cosine(prefix, full) {fmt(float(views.cosine[int(k) - 1]))}</div>")
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -1,4 +1,4 @@
-"""Shared dashboard state: the current workspace, its listeners, errors and background tasks.
+"""Shared dashboard state: the current analysis, its listeners, errors and background tasks.
 
 No widgets here: panels subscribe to :class:`DashboardState` and render what it holds; the app's
 error box subscribes to its errors. Every callback a panel registers is wrapped by
@@ -32,7 +32,8 @@ class DashboardOptions:
     Attributes
     ----------
     cache_dir : Path or None
-        Embedding stores and UMAP caches; default ``~/.cache/revdistill`` (or ``$REVDISTILL_CACHE``).
+        Cache root (embedding stores, reference ladders, corpora, UMAP coordinates); default
+        :func:`revdistill.paths.cache_root` (``$REVDISTILL_CACHE`` or ``~/.cache/revdistill``).
     weights_dir : Path or None
         Folder holding ESM-2 checkpoints; default the torch-hub cache.
     proteingym_dir : Path or None
@@ -89,35 +90,49 @@ class DashboardState:
 
     Attributes
     ----------
-    workspace : Workspace or None
-        The computed workspace (embeddings, ladder, nested views, curves), or None before Compute.
+    analysis : Analysis or None
+        The computed analysis (experiment results, ladders, views), or None before Compute.
+    protocol : Protocol
+        The probe protocol every computation of this session uses (shown in captions).
     errors : list of ErrorRecord
         Errors reported so far, newest last.
     """
 
     def __init__(self, options: DashboardOptions | None = None) -> None:
+        from revdistill.experiment.protocol import Protocol  # noqa: PLC0415
+
         self.options = options or DashboardOptions()
-        self.workspace: Any = None
+        self.protocol = Protocol()
+        self.analysis: Any = None
         self.errors: list[ErrorRecord] = []
-        self._workspace_listeners: list[Callable[[Any], None]] = []
+        self._analysis_listeners: list[Callable[[Any], None]] = []
+        self._embedders: dict[Any, Any] = {}
         self._error_listeners: list[Callable[[ErrorRecord], None]] = []
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
     # -- listeners -------------------------------------------------------------------------------
-    def on_workspace(self, callback: Callable[[Any], None]) -> None:
-        """Call ``callback(workspace)`` whenever a new workspace is set (guarded)."""
-        self._workspace_listeners.append(self.guard(callback, where=_name_of(callback)))
+    def on_analysis(self, callback: Callable[[Any], None]) -> None:
+        """Call ``callback(analysis)`` whenever a new analysis is set (guarded)."""
+        self._analysis_listeners.append(self.guard(callback, where=_name_of(callback)))
 
     def on_error(self, callback: Callable[[ErrorRecord], None]) -> None:
         """Call ``callback(record)`` for each reported error."""
         self._error_listeners.append(callback)
 
-    def set_workspace(self, workspace: Any) -> None:
-        """Store ``workspace`` and notify every panel."""
-        self.workspace = workspace
-        for listener in list(self._workspace_listeners):
-            listener(workspace)
+    def set_analysis(self, analysis: Any) -> None:
+        """Store ``analysis`` and notify every panel."""
+        self.analysis = analysis
+        for listener in list(self._analysis_listeners):
+            listener(analysis)
+
+    def embedder(self, device: str) -> Any:
+        """The session's embedder for ``device`` (models stay loaded between computations)."""
+        from revdistill.esm.runner import EmbedOptions, LocalEmbedder  # noqa: PLC0415
+
+        if device not in self._embedders:
+            self._embedders[device] = LocalEmbedder(EmbedOptions(device=device, weights_dir=self.options.weights_dir))
+        return self._embedders[device]
 
     # -- errors ----------------------------------------------------------------------------------
     def report_error(self, where: str, error: BaseException) -> ErrorRecord:

@@ -9,6 +9,7 @@ import numpy as np
 
 from revdistill.views import projection as project
 
+from .data import color_options
 from .state import DashboardState
 from .widgets import figure_widget, hint, section_title
 
@@ -18,7 +19,7 @@ PCA_TRACE = 0
 UMAP_TRACE = 1
 
 
-def subspace_options(workspace: Any) -> list[tuple[str, str]]:
+def subspace_options(nested: Any) -> list[tuple[str, str]]:
     """Dropdown options: every level's prefix, then every block a larger model adds.
 
     Returns
@@ -26,7 +27,6 @@ def subspace_options(workspace: Any) -> list[tuple[str, str]]:
     list of (label, key)
         ``key`` is ``"prefix:<k>"`` or ``"block:<level>"``.
     """
-    nested = workspace.nested
     options = [(f"prefix {end} = {name} level", f"prefix:{end}")
                for name, end in zip(nested.names, nested.boundaries)]
     for start, end, name in zip(nested.boundaries[:-1], nested.boundaries[1:], nested.names[1:]):
@@ -34,12 +34,12 @@ def subspace_options(workspace: Any) -> list[tuple[str, str]]:
     return options
 
 
-def _subspace(workspace: Any, key: str) -> np.ndarray:
+def _subspace(nested: Any, key: str) -> np.ndarray:
     kind, _, value = key.partition(":")
     if kind == "prefix":
-        return project.subspace(workspace.nested, prefix=int(value))
-    if kind == "block":
-        return project.subspace(workspace.nested, block=value)
+        return project.subspace(nested, prefix=int(value))
+    elif kind == "block":
+        return project.subspace(nested, block=value)
     raise ValueError(f"subspace {key!r} must start with 'prefix:' or 'block:'")
 
 
@@ -80,7 +80,7 @@ class UmapPanel:
         import plotly.graph_objects as go  # noqa: PLC0415
 
         self.state = state
-        self.workspace: Any = None
+        self.analysis: Any = None
         self.subspace = widgets.Dropdown(options=[("—", "")], description="Subspace", disabled=True,
                                          layout={"width": "420px"})
         self.subspace.add_class("rd-subspace")
@@ -117,7 +117,7 @@ class UmapPanel:
             self.figure,
         ])
         self.widget.add_class("rd-panel")
-        state.on_workspace(self.update)
+        state.on_analysis(self.update)
 
     @staticmethod
     def _engine_html() -> str:
@@ -138,15 +138,15 @@ class UmapPanel:
         project.on_warm_up_done(lambda: loop.call_soon_threadsafe(self.state.guard(refresh, "UMAP engine")))
 
     # -- handlers ---------------------------------------------------------------------------------
-    def update(self, workspace: Any) -> None:
-        """New workspace: fill the dropdowns and show the full embedding's PCA."""
-        self.workspace = workspace
-        options = subspace_options(workspace)
-        colors = workspace.dataset.color_options
+    def update(self, analysis: Any) -> None:
+        """New analysis: fill the dropdowns and show the full embedding's PCA."""
+        self.analysis = analysis
+        options = subspace_options(analysis.nested)
+        colors = color_options(analysis.task)
         for dropdown in (self.subspace, self.color):
             dropdown.unobserve_all("value")
         self.subspace.options = options
-        self.subspace.value = options[len(workspace.nested.names) - 1][1]
+        self.subspace.value = options[len(analysis.nested.names) - 1][1]
         self.color.options = [(c, c) for c in colors]
         self.color.value = colors[0]
         self.subspace.observe(self.state.guard(self.on_subspace, "subspace"), names="value")
@@ -157,14 +157,14 @@ class UmapPanel:
 
     def on_subspace(self, change: dict[str, Any]) -> None:
         """Show the new subspace's PCA at once (and its UMAP if cached)."""
-        if self.workspace is not None and change["new"]:
+        if self.analysis is not None and change["new"]:
             self.show_subspace()
 
     def on_color(self, change: dict[str, Any]) -> None:
         """Recolour both views."""
-        if self.workspace is None or not change["new"]:
+        if self.analysis is None or not change["new"]:
             return
-        colors, colorbar = color_values(self.workspace.dataset.table, change["new"])
+        colors, colorbar = color_values(self.analysis.task.table, change["new"])
         with self.figure.batch_update():
             for trace in self.figure.data:
                 trace.marker.color = colors
@@ -172,12 +172,12 @@ class UmapPanel:
 
     def show_subspace(self) -> None:
         """PCA of the chosen subspace now; UMAP from the cache if it is there, else cleared."""
-        workspace = self.workspace
-        values = _subspace(workspace, self.subspace.value)
+        analysis = self.analysis
+        values = _subspace(analysis.nested, self.subspace.value)
         start = time.perf_counter()
         pca = project.pca_view(values)
-        colors, colorbar = color_values(workspace.dataset.table, self.color.value)
-        labels = workspace.dataset.table["label"].astype(str).tolist()
+        colors, colorbar = color_values(analysis.task.table, self.color.value)
+        labels = analysis.task.table["label"].astype(str).tolist()
         cached = self._cached_umap(values)
         with self.figure.batch_update():
             first, second = self.figure.data
@@ -199,16 +199,16 @@ class UmapPanel:
         return project.cached_umap_view(values, cache_dir=self._cache_dir())
 
     def _cache_dir(self):
-        if self.state.options.cache_dir is not None:
-            return self.state.options.cache_dir / "umap"
-        return project.default_cache_dir()
+        from revdistill.paths import cache_dir  # noqa: PLC0415
+
+        return cache_dir("umap", self.state.options.cache_dir)
 
     def on_run_umap(self, _button: Any = None) -> None:
         """Compute the UMAP of the chosen subspace in the background."""
-        if self.workspace is None:
+        if self.analysis is None:
             raise ValueError("press Compute first: there is no embedding to project yet")
         key = self.subspace.value
-        values = _subspace(self.workspace, key)
+        values = _subspace(self.analysis.nested, key)
         cache_dir = self._cache_dir()
         self.run_umap.disabled = True
         self.status.value = f"UMAP of {values.shape[0]} points running…{self._warm_note()}"

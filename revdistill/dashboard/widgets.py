@@ -14,7 +14,7 @@ import ipywidgets as widgets
 
 from .state import DashboardState, ErrorRecord
 
-__all__ = ["figure_widget", "ErrorBox", "download_link", "section_title", "hint", "PLOT_TEMPLATE"]
+__all__ = ["figure_widget", "as_figure_widget", "ErrorBox", "download_link", "section_title", "hint", "PLOT_TEMPLATE"]
 
 PLOT_TEMPLATE = "plotly_white"
 MAX_SHOWN_ERRORS = 3
@@ -57,6 +57,11 @@ def figure_widget(data: list[Any], layout: dict[str, Any], *, rows: int = 1, col
     figure.update_layout(template=PLOT_TEMPLATE, margin={"l": 50, "r": 20, "t": 50, "b": 45}, **layout)
     if configure is not None:
         configure(figure)
+    return as_figure_widget(figure)
+
+
+def as_figure_widget(figure: Any) -> Any:
+    """A ``FigureWidget`` of a finished ``go.Figure`` (under Voila, the class that imports the served bundle)."""
     return _figure_class()(figure)
 
 

@@ -18,7 +18,8 @@ import pandas as pd
 
 from revdistill.proteingym.data import resolve_data_dir
 
-__all__ = ["AGGREGATIONS", "ZERO_SHOT_FALLBACK", "proteingym_average", "aggregate", "zero_shot_reference"]
+__all__ = ["AGGREGATIONS", "ZERO_SHOT_FALLBACK", "proteingym_average", "aggregate", "series_keys",
+           "zero_shot_reference"]
 
 AGGREGATIONS = {
     "mean": "plain mean over assays",
@@ -68,16 +69,21 @@ def _bootstrap_proteingym(units: pd.DataFrame, n_bootstrap: int, rng: np.random.
     return total / len(groups)
 
 
+def series_keys(results: pd.DataFrame) -> list[str]:
+    """Columns that identify one curve point: ``fit_on`` (when present), representation, model, dim."""
+    return [key for key in ("fit_on", "representation", "model", "dim") if key in results.columns]
+
+
 def aggregate(
     results: pd.DataFrame, metric: str = "spearman", how: Sequence[str] = ("proteingym", "mean"), *,
     by_scheme: bool = False, n_bootstrap: int = 1000, ci: float = 0.95, seed: int = 0,
 ) -> pd.DataFrame:
-    """Aggregate a tidy result table over assays, with bootstrap intervals.
+    """Aggregate a tidy result table over assays, with bootstrap intervals over assays / units.
 
     Parameters
     ----------
     results : DataFrame
-        From :func:`evaluate_assay` (columns :data:`RESULT_COLUMNS`; ``uniprot_id`` and
+        From :func:`revdistill.experiment.pipeline.run_experiment` (``uniprot_id`` and
         ``selection_type`` drive the ProteinGym grouping; without them, or for assays absent from the
         reference, each assay is its own unit and ``"unknown"`` its function).
     metric : {"spearman", "mse"}
@@ -90,8 +96,9 @@ def aggregate(
     Returns
     -------
     DataFrame
-        Columns ``representation, model, dim, scheme, aggregation, aggregation_label, metric, value,
-        ci_low, ci_high, se, n_assays``.
+        Columns ``[fit_on,] representation, model, dim, scheme, aggregation, aggregation_label, metric,
+        value, ci_low, ci_high, se, n_assays, n_missing, coverage, interval``; ``n_missing`` counts assays whose
+        metric is undefined (left out of the average, never silently).
     """
     if metric not in ("spearman", "mse"):
         raise ValueError(f"metric={metric!r}; choose 'spearman' or 'mse'")
@@ -103,12 +110,14 @@ def aggregate(
     missing = [c for c in ("assay", "scheme", "representation", "model", "dim", metric) if c not in results.columns]
     if missing:
         raise ValueError(f"results lack column(s) {missing}")
+    keys = series_keys(results)
     table = results.copy()
     if not by_scheme:
-        table = _average_schemes(table, metric)
+        table = _average_schemes(table, metric, keys)
     rng = np.random.default_rng(seed)
     rows = []
-    for (representation, model, dim, scheme), group in table.groupby(["representation", "model", "dim", "scheme"], sort=False):
+    for values, group in table.groupby(keys + ["scheme"], sort=False):
+        n_missing = int(group[metric].isna().sum())
         group = group.dropna(subset=[metric])
         units = pd.DataFrame({
             "value": group[metric].to_numpy(),
@@ -116,7 +125,9 @@ def aggregate(
             "function": group.get("selection_type", pd.Series("unknown", index=group.index)).fillna("unknown").to_numpy(),
         })
         for name in how:
-            if name == "mean":
+            if units.empty:
+                value, replicates = math.nan, np.array([])
+            elif name == "mean":
                 value = float(units["value"].mean())
                 v = units["value"].to_numpy()
                 replicates = v[rng.integers(0, len(v), size=(n_bootstrap, len(v)))].mean(axis=1) if n_bootstrap else np.array([])
@@ -125,25 +136,30 @@ def aggregate(
                 value = float(per_unit.groupby("function")["value"].mean().mean())
                 replicates = _bootstrap_proteingym(per_unit, n_bootstrap, rng) if n_bootstrap else np.array([])
             low, high = (np.quantile(replicates, [(1 - ci) / 2, (1 + ci) / 2]) if len(replicates) else (math.nan, math.nan))
-            rows.append({
-                "representation": representation, "model": model, "dim": int(dim), "scheme": scheme,
-                "aggregation": name, "aggregation_label": AGGREGATIONS[name], "metric": metric, "value": value,
-                "ci_low": float(low), "ci_high": float(high),
+            row = dict(zip(keys + ["scheme"], values))
+            row.update({
+                "dim": int(row["dim"]), "aggregation": name, "aggregation_label": AGGREGATIONS[name], "metric": metric,
+                "value": value, "ci_low": float(low), "ci_high": float(high),
                 "se": float(replicates.std(ddof=1)) if len(replicates) > 1 else math.nan, "n_assays": len(units),
+                "n_missing": n_missing, "coverage": float(ci),
+                "interval": "bootstrap over assays" if name == "mean" else
+                "bootstrap over UniProt × function units",
             })
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _average_schemes(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Per (representation, model, dim, assay): mean over schemes; all assays must share the schemes."""
-    keys = ["representation", "model", "dim", "assay"]
-    schemes_per_assay = table.groupby(keys)["scheme"].agg(lambda s: tuple(sorted(set(s))))
-    per_group = schemes_per_assay.groupby(level=[0, 1, 2]).nunique()
+def _average_schemes(table: pd.DataFrame, metric: str, keys: list[str]) -> pd.DataFrame:
+    """Per (series, assay): mean over schemes; all assays must share the schemes."""
+    group_keys = keys + ["assay"]
+    schemes_per_assay = table.groupby(group_keys)["scheme"].agg(lambda s: tuple(sorted(set(s))))
+    per_group = schemes_per_assay.groupby(level=list(range(len(keys)))).nunique()
     if (per_group > 1).any():
         bad = per_group[per_group > 1].index.tolist()[:3]
         raise ValueError(f"assays were run with different CV schemes within {bad}; aggregate with by_scheme=True")
     extra = [c for c in ("uniprot_id", "selection_type") if c in table.columns]
-    averaged = table.groupby(keys, as_index=False).agg(**{metric: (metric, "mean")}, **{c: (c, "first") for c in extra})
+    averaged = table.groupby(group_keys, as_index=False, sort=False).agg(
+        **{metric: (metric, lambda v: v.mean(skipna=False))}, **{c: (c, "first") for c in extra})
     averaged["scheme"] = "average"
     return averaged
 

@@ -1,10 +1,18 @@
-"""Supervised probe on ProteinGym: ridge head, 5-fold CV per scheme, Spearman/MSE, aggregation.
+"""The probe: ridge regression on features, penalty chosen by inner CV, evaluated by outer K-fold CV.
 
-The protocol is ProteinGym's supervised one applied to a linear probe on mean-pooled embeddings:
-singles only; for each CV scheme the probe is fitted on 4 folds and predicts the 5th; targets are
+For each outer fold the probe is fitted on the other folds and predicts this one; targets are
 standardized with the training folds' mean and standard deviation; the ridge penalty is chosen by an
-inner K-fold CV on the training folds only (one SVD per inner split serves every penalty); Spearman is
-computed once per assay over the pooled out-of-fold predictions; MSE is on the standardized scale.
+inner K-fold CV on the training folds only (one eigendecomposition per inner split serves every
+penalty); Spearman is computed once over the pooled out-of-fold predictions; MSE is on the
+standardized scale. This is the one probe implementation; :mod:`revdistill.experiment.pipeline` runs it.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> features = rng.normal(size=(200, 16))
+>>> scores = features[:, 0] + 0.5 * rng.normal(size=200)
+>>> result = cross_validate(features, scores, folds=np.arange(200) % 5)
+>>> bool(result.spearman > 0.8), result.predictions.shape
+(True, (200,))
 """
 from __future__ import annotations
 
@@ -12,27 +20,20 @@ import contextlib
 import logging
 import math
 import warnings
-from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import linalg
 
-from revdistill.proteingym import SCHEMES, Assay, resolve_data_dir
+from revdistill.core.base import check_is_fitted
+from revdistill.experiment.protocol import DEFAULT_ALPHAS
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "RidgeProbe", "CVResult", "spearman", "cross_validate", "evaluate_assay", "RESULT_COLUMNS", "AGGREGATIONS",
-    "proteingym_average", "aggregate", "zero_shot_reference", "ZERO_SHOT_FALLBACK",
-]
+__all__ = ["RidgeProbe", "CVResult", "spearman", "cross_validate", "blas_threads", "DEFAULT_ALPHAS"]
 
-DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-6, 2, 17))
-RESULT_COLUMNS = (
-    "assay", "scheme", "representation", "model", "dim", "spearman", "mse", "n_variants",
-    "fold_source", "alpha", "uniprot_id", "selection_type",
-)
+
 class RidgeProbe:
     """Ridge regression whose penalty is chosen by inner K-fold CV; targets standardized in ``fit``.
 
@@ -98,8 +99,7 @@ class RidgeProbe:
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Predicted scores in the original units, ``(n_variants,)``."""
-        if not hasattr(self, "coef_"):
-            raise RuntimeError("this RidgeProbe is not fitted yet; call fit first")
+        check_is_fitted(self, "coef_")
         x = np.asarray(features, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.coef_.shape[0]:
             raise ValueError(f"features have shape {x.shape}; expected (n, {self.coef_.shape[0]})")
@@ -172,22 +172,24 @@ class CVResult:
         Mean squared error on the standardized scale (each fold with its training mean and std).
     alphas : ndarray, ``(n_folds,)``
         Relative penalty chosen in each fold.
+    note : str
+        Why a metric is undefined ("" when both are defined).
     """
 
-    def __init__(self, predictions: np.ndarray, spearman: float, mse: float, alphas: np.ndarray):
+    def __init__(self, predictions: np.ndarray, spearman: float, mse: float, alphas: np.ndarray, note: str = ""):
         self.predictions, self.spearman, self.mse, self.alphas = predictions, spearman, mse, alphas
+        self.note = note
 
 
 def cross_validate(
     features: np.ndarray, scores: np.ndarray, folds: np.ndarray, *, alphas: Sequence[float] = DEFAULT_ALPHAS,
-    inner_folds: int = 5, random_state: int = 0, blas_threads: int | None = 1,
+    inner_folds: int = 5, random_state: int = 0, threads: int | None = 1,
 ) -> CVResult:
     """K-fold CV of :class:`RidgeProbe` with the given fold labels, ``(n_variants,)`` each.
 
-    ``blas_threads`` limits BLAS threads while fitting (see :func:`evaluate_assay`); ``None`` leaves
-    them alone.
+    ``threads`` limits BLAS threads while fitting (:func:`blas_threads`); ``None`` leaves them alone.
     """
-    with _blas_limit(blas_threads):
+    with blas_threads(threads):
         return _cross_validate(features, scores, folds, alphas, inner_folds, random_state)
 
 
@@ -208,73 +210,23 @@ def _cross_validate(features, scores, folds, alphas, inner_folds, random_state) 
         predictions[test] = probe.predict(x[test])
         squared[test] = ((predictions[test] - y[test]) / probe.y_scale_) ** 2
         chosen.append(probe.alpha_)
+    note = ""
     if np.ptp(predictions) == 0:
-        warnings.warn("out-of-fold predictions are constant; Spearman is undefined (NaN)", RuntimeWarning, stacklevel=2)
+        note = "out-of-fold predictions are constant (the features carry no signal the probe could use)"
+        warnings.warn(f"{note}; Spearman is undefined (NaN)", RuntimeWarning, stacklevel=2)
         rho = math.nan
     else:
         rho = spearman(predictions, y)
-    return CVResult(predictions, rho, float(squared.mean()), np.asarray(chosen))
+    return CVResult(predictions, rho, float(squared.mean()), np.asarray(chosen), note)
 
 
-def evaluate_assay(
-    features: Mapping[tuple[str, str, int], np.ndarray], assay: Assay, schemes: Sequence[str] = SCHEMES, *,
-    alphas: Sequence[float] = DEFAULT_ALPHAS, inner_folds: int = 5, random_state: int = 0,
-    blas_threads: int | None = 1,
-) -> pd.DataFrame:
-    """Run the probe for every representation and scheme on one assay.
+def blas_threads(threads: int | None):
+    """Context manager limiting BLAS threads (a no-op for ``None``).
 
-    Parameters
-    ----------
-    features : mapping
-        ``{(representation, model, dim): array (n_variants, dim)}``, rows in the order of
-        ``assay.variants``. Entries holding the same array object are fitted once.
-    assay : Assay
-    schemes : sequence of str
-        Subset of :data:`~revdistill.proteingym.SCHEMES`.
-    blas_threads : int or None
-        BLAS threads while fitting (restored afterwards). The default 1 is fastest for these many small
-        decompositions, by 20x on a busy 2-core machine; ``None`` leaves the setting alone.
-
-    Returns
-    -------
-    DataFrame
-        Tidy table with :data:`RESULT_COLUMNS`, one row per (scheme, representation, model, dim).
+    One thread is fastest for the probe's many small decompositions (by 20x on a busy 2-core machine).
     """
-    unknown = [s for s in schemes if s not in SCHEMES]
-    if unknown:
-        raise ValueError(f"schemes={unknown} are not CV schemes; choose from {SCHEMES}")
-    with _blas_limit(blas_threads):
-        return _evaluate(features, assay, schemes, alphas, inner_folds, random_state)
-
-
-def _blas_limit(threads: int | None):
-    """Context manager limiting BLAS threads (a no-op for ``None``)."""
     if threads is None:
         return contextlib.nullcontext()
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=threads, user_api="blas")
-
-
-def _evaluate(features, assay, schemes, alphas, inner_folds, random_state) -> pd.DataFrame:
-    scores = assay.variants["DMS_score"].to_numpy(dtype=np.float64)
-    rows, cache = [], {}
-    for scheme in schemes:
-        folds = assay.folds(scheme)
-        for key, array in features.items():
-            representation, model, dim = key
-            if np.shape(array)[0] != assay.n_variants:
-                raise ValueError(f"features {key} have {np.shape(array)[0]} rows; assay {assay.dms_id} has {assay.n_variants}")
-            memo = (scheme, id(array))
-            if memo not in cache:
-                cache[memo] = _cross_validate(array, scores, folds, alphas, inner_folds, random_state)
-            result = cache[memo]
-            rows.append({
-                "assay": assay.dms_id, "scheme": scheme, "representation": representation, "model": model,
-                "dim": int(dim), "spearman": result.spearman, "mse": result.mse, "n_variants": assay.n_variants,
-                "fold_source": assay.fold_source[scheme], "alpha": float(np.median(result.alphas)),
-                "uniprot_id": assay.uniprot_id, "selection_type": assay.selection_type,
-            })
-    return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
-
-

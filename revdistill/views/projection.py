@@ -50,16 +50,10 @@ _WARM_UP_THREAD: threading.Thread | None = None
 
 
 def default_cache_dir() -> Path:
-    """Folder for cached UMAP coordinates.
+    """Folder for cached UMAP coordinates: :func:`revdistill.paths.cache_dir` ``("umap")``."""
+    from revdistill.paths import cache_dir
 
-    Returns
-    -------
-    pathlib.Path
-        ``$REVDISTILL_CACHE/umap`` when that variable is set, else ``~/.cache/revdistill/umap``.
-    """
-    root = os.environ.get("REVDISTILL_CACHE")
-    base = Path(root) if root else Path.home() / ".cache" / "revdistill"
-    return base / "umap"
+    return cache_dir("umap")
 
 
 def _as_2d_float(values: Any, argument: str = "values") -> np.ndarray:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from numpy.testing import assert_allclose
 
@@ -59,25 +60,28 @@ def test_real_models_greyed_with_reason_and_tiny_family_checked(app):
         assert "untrained" in app.models.banner.value and "checkpoints" in app.models.banner.value
 
 
-def test_compute_publishes_a_workspace_and_fills_every_figure(app):
-    workspace = app.state.workspace
-    n = len(workspace.dataset)
-    assert workspace.nested.boundaries == (32, 48, 64)
-    assert_allclose(workspace.nested.prefix(32), workspace.pooled["tiny-32"], atol=1e-5)
+def test_compute_publishes_an_analysis_and_fills_every_figure(app):
+    analysis = app.state.analysis
+    n = len(analysis.task)
+    assert analysis.nested.boundaries == (32, 48, 64)
+    assert np.array_equal(analysis.nested.prefix(32), analysis.task_result.pooled["tiny-32"])
     assert len(app.decomposition.figure.data[0].y) == 2  # two ladder steps
     assert len(trace_x(app.slicer.view_figure, 0)) == n
     assert len(trace_x(app.umap.figure, 0)) == n
     assert app.models.status.value.endswith("Ready.")
     assert app.models.progress.value == 1.0 and not app.models.compute.disabled
     assert "tiny-32 → tiny-48" in app.decomposition.table.value
+    assert analysis.ladder.ladder_id in app.decomposition.table.value
+    assert analysis.result.protocol.id in app.scaling.caption.value  # the protocol is in the caption
 
 
-def test_second_compute_reads_the_store(app):
-    before = app.state.workspace
+def test_second_compute_reads_the_store_and_the_cached_ladder(app):
+    before = app.state.analysis
     app.models.on_compute()
-    after = app.state.workspace
-    assert after is not before and after.seconds["embed"] < before.seconds["embed"] + 5
-    assert_allclose(after.nested.values, before.nested.values)
+    after = app.state.analysis
+    assert after is not before and after.ladder.ladder_id == before.ladder.ladder_id
+    assert after.nested.values.tobytes() == before.nested.values.tobytes()
+    pd.testing.assert_frame_equal(after.result.table, before.result.table)
 
 
 # -- slicer -----------------------------------------------------------------------------------------
@@ -98,7 +102,7 @@ def test_view_redraws_are_throttled_inside_an_event_loop(app):
     from revdistill.dashboard import slicer_panel
 
     panel = app.slicer
-    curves = panel.curves
+    views = panel.views
 
     async def drag() -> None:
         for k in (15, 22, 38, 56):
@@ -110,7 +114,7 @@ def test_view_redraws_are_throttled_inside_an_event_loop(app):
     panel.slider.value = 10  # outside a loop: shown at once
     asyncio.run(drag())
     assert panel._view_timer is None and panel._pending_view is None
-    expected = curves.views[curves.grid_index(56)]
+    expected = views.views[views.grid_index(56)]
     assert_allclose(trace_x(panel.view_figure, 0), expected[0])
 
 
@@ -130,13 +134,26 @@ def test_snap_to_boundary(k, previous, expected):
     assert snap_to_boundary(k, previous, (32, 48, 64)) == expected
 
 
-def test_slicer_curves_are_consistent(app):
-    curves = app.state.workspace.cache["slicer"]
-    assert set(curves.boundaries) <= set(curves.ks.tolist())
-    assert curves.views.shape == (len(curves.ks), 2, len(app.state.workspace.dataset))
-    assert curves.cosine[-1] == pytest.approx(1.0)
-    assert curves.nn_agreement[-1] == pytest.approx(1.0)
-    assert np.all(np.diff(curves.cosine) >= -1e-12)
+def test_slicer_views_are_consistent(app):
+    views = app.state.analysis.views
+    assert set(views.boundaries) <= set(views.ks.tolist())
+    assert views.views.shape == (len(views.ks), 2, len(app.state.analysis.task))
+    assert views.cosine[-1] == pytest.approx(1.0)
+    assert views.nn_agreement[-1] == pytest.approx(1.0)
+    assert np.all(np.diff(views.cosine) >= -1e-12)
+
+
+def test_slicer_probe_curve_is_the_experiments_summary(app):
+    """The slicer shows the experiment's own nested/truncated numbers: no second probe."""
+    from revdistill.dashboard.slicer_panel import probe_curve
+
+    analysis = app.state.analysis
+    dims, values = probe_curve(analysis.summary, "nested", analysis.ladder.fit_on)
+    assert list(dims) == analysis.result.protocol.prefix_dims(analysis.nested.boundaries)
+    assert_allclose(app.slicer.figure.data[0].y, values)
+    table = analysis.result.table
+    per_scheme = table[(table.representation == "nested") & (table.fit_on == analysis.ladder.fit_on)]
+    assert_allclose(per_scheme.groupby("dim")["spearman"].mean().to_numpy(), values)
 
 
 # -- UMAP panel -------------------------------------------------------------------------------------
@@ -151,24 +168,25 @@ def test_switching_subspace_redraws_the_pca_view(app):
 def test_colour_by_a_categorical_column_gets_labelled_ticks(app):
     from revdistill.dashboard.umap_panel import color_values
 
-    colors, colorbar = color_values(app.state.workspace.dataset.table.assign(aa=["A", "C"] * 15), "aa")
+    colors, colorbar = color_values(app.state.analysis.task.table.assign(aa=["A", "C"] * 15), "aa")
     assert set(colors) == {0.0, 1.0} and colorbar["ticktext"] == ["A", "C"]
     app.umap.color.value = "length"
-    assert_allclose(app.umap.figure.data[0].marker.color, app.state.workspace.dataset.table["length"])
+    assert_allclose(app.umap.figure.data[0].marker.color, app.state.analysis.task.table["length"])
 
 
 # -- scaling panel ----------------------------------------------------------------------------------
 def test_scaling_curves_and_exports(app):
     panel = app.scaling
-    panel.on_run()
-    assert app.state.errors == []
-    table = panel.table
-    assert set(table["representation"]) == {"ESM-2", "reverse-distilled", "naive", "ESM-2 truncated"}
-    assert len(panel.figure.data[0].x) == 3 and panel.figure.data[0].error_y.array is not None
-    assert "revdistill-scaling.csv" in panel.downloads.value
+    table = app.state.analysis.result.table
+    assert set(table["representation"]) == {"esm2", "rd", "naive", "nested", "truncated"}
+    assert set(table["scheme"]) == {"fold_random_5"}  # a protein set has no positions to fold by
+    names = [trace.name for trace in panel.size_figure.data]
+    assert names[:3] == ["ESM-2", "reverse-distilled", "naive concat+PCA"]
+    assert len(panel.size_figure.data[0].x) == 3 and panel.size_figure.data[0].error_y.array is not None
+    assert "revdistill-results.csv" in panel.downloads.value
     panel.on_prepare_html()
     assert "revdistill-scaling.html" in panel.downloads.value
-    reference = panel.figure.data[3]
+    reference = panel.size_figure.data[3]
     assert list(reference.text)[:3] == ["8M", "35M", "150M"]
 
 
@@ -196,10 +214,11 @@ def test_unknown_assay_and_oversized_upload_are_reported(options):
         app.models.assay_id.value = "PIN1_HUMAN_Tsuboyama"
         app.models.compute.click()
         assert "PIN1_HUMAN_Tsuboyama_2023_1I6C" in app.state.errors[-1].message  # close match offered
-    from revdistill.dashboard.data import uploaded_dataset
+    from revdistill.dashboard.data import uploaded_task
+    from revdistill.experiment.protocol import Protocol
 
     with pytest.raises(ValueError, match="upload limit"):
-        uploaded_dataset("big.csv", b"x" * 101, max_bytes=100)
+        uploaded_task("big.csv", b"x" * 101, max_bytes=100, protocol=Protocol())
     app.models.source.value = "upload"
     app.models.compute.click()
     assert "choose a FASTA or DMS CSV file" in app.state.errors[-1].message
@@ -207,48 +226,30 @@ def test_unknown_assay_and_oversized_upload_are_reported(options):
 
 # -- data sources ------------------------------------------------------------------------------------
 def test_uploaded_fasta_and_dms_csv(tmp_path):
-    from revdistill.dashboard.data import uploaded_dataset
+    from revdistill.dashboard.data import uploaded_task
+    from revdistill.experiment.protocol import Protocol
 
-    fasta = uploaded_dataset("two.fasta", b">a first\nMKT\nAYI\n>b\nMKV\n", max_bytes=10_000)
-    assert fasta.records == [("a", "MKTAYI"), ("b", "MKV")] and fasta.target == "hydrophobicity"
+    text = "".join(f">p{i} protein {i}\n{'mktayiakqr'[i % 5:] * 3}\n" for i in range(12)).encode()
+    fasta = uploaded_task("twelve.fasta", text, max_bytes=10_000, protocol=Protocol())
+    assert fasta.records[0] == ("twelve:p0", "MKTAYIAKQR" * 3)  # lowercase accepted, upper-cased
+    assert fasta.target.startswith("hydrophobicity") and np.isfinite(fasta.scores).all()
+    assert np.ptp(fasta.scores) > 0  # not the silent 0.0 a lowercase upload used to get
     csv = write_dms_csv(tmp_path / "PIN1_synthetic.csv", n_variants=900)
-    dms = uploaded_dataset(csv.name, csv.read_bytes(), max_bytes=10**7)
-    assert len(dms) == 900 and dms.target == "fitness"
-    assert {"mutant", "position", "mutated_aa", "fitness"} <= set(dms.table.columns)
+    dms = uploaded_task(csv.name, csv.read_bytes(), max_bytes=10**7, protocol=Protocol())
+    singles = (~pd.read_csv(csv)["mutant"].str.contains(":")).sum()
+    assert len(dms) == singles < 900 and dms.target == "DMS_score"  # the protocol keeps singles only
+    assert {"mutant", "position", "mutated_aa", "score"} <= set(dms.table.columns)
     with pytest.raises(ValueError, match="mutant"):
-        uploaded_dataset("x.csv", b"a,b\n1,2\n", max_bytes=100)
+        uploaded_task("x.csv", b"a,b\n1,2\n", max_bytes=100, protocol=Protocol())
 
 
-@pytest.mark.skipif(not PROTEINGYM.is_dir(), reason="shared ProteinGym data not present")
-def test_proteingym_assay_by_id():
-    from revdistill.dashboard.data import proteingym_dataset
+def test_proteingym_assay_by_id(proteingym_dir):
+    from revdistill.dashboard.data import color_options, proteingym_task
+    from revdistill.experiment.protocol import Protocol
 
-    dataset = proteingym_dataset(PIN1, PROTEINGYM)
-    assert dataset.kind == "proteingym" and len(dataset) > 700
-    assert dataset.color_options[:3] == ["fitness", "position", "mutated_aa"]
-
-
-# -- the slicer's fast probe equals the reference probe ----------------------------------------------
-@pytest.mark.parametrize("n", [40, 400])
-def test_prefix_probe_matches_cross_validate(n):
-    from revdistill.dashboard.prefix_probe import prefix_probe_spearman
-    from revdistill.experiment.probe import cross_validate
-
-    rng = np.random.default_rng(n)
-    features = rng.standard_normal((n, 24))
-    scores = features[:, :3].sum(axis=1) + rng.standard_normal(n)
-    folds = rng.permutation(n) % 5
-    ks = [1, 5, 12, 24]
-    fast = prefix_probe_spearman(features, scores, folds, ks)
-    slow = [cross_validate(features[:, :k], scores, folds).spearman for k in ks]
-    assert_allclose(fast, slow, atol=1e-10)
-
-
-def test_prefix_probe_rejects_bad_sizes():
-    from revdistill.dashboard.prefix_probe import prefix_probe_spearman
-
-    with pytest.raises(ValueError, match=r"prefix sizes \[9\] must be between 1 and 4"):
-        prefix_probe_spearman(np.zeros((10, 4)), np.arange(10.0), np.arange(10) % 5, [9])
+    task = proteingym_task(PIN1, Protocol(), proteingym_dir)
+    assert len(task) == 686 and set(task.folds) == {"fold_random_5", "fold_modulo_5", "fold_contiguous_5"}
+    assert color_options(task)[:3] == ["score", "position", "mutated_aa"]
 
 
 def test_state_guard_reports_and_run_task_inline():
@@ -272,5 +273,5 @@ def test_importing_the_package_is_light():
 
 
 def test_module_files_exist_for_every_panel():
-    for name in ("models_panel", "decomposition_panel", "slicer_panel", "umap_panel", "scaling_panel", "app"):
+    for name in ("models_panel", "decomposition_panel", "slicer_panel", "umap_panel", "scaling_panel", "app", "analysis"):
         assert importlib.util.find_spec(f"revdistill.dashboard.{name}") is not None
