@@ -1,0 +1,512 @@
+"""One embedding worker per server: it owns the ESM-2 models on the device; kernels send it jobs.
+
+Every Voila kernel is its own process, so a kernel that loads ESM-2 itself holds its own copy (15B in
+bf16 is 30 GB per visitor). :class:`WorkerEmbedder` has the interface of
+:class:`~revdistill.esm.runner.LocalEmbedder` but sends each job (records, models, options, store path)
+to a single worker process, which embeds with a ``LocalEmbedder`` of its own (so the store's writer
+lock, parts and resumption behave exactly the same), reports progress back, and frees the models after
+``idle_timeout`` seconds without work. The kernel never imports fair-esm.
+
+The worker is started on demand by the first client and found by the others through a runtime folder
+(``runtime_dir``, else ``$REVDISTILL_WORKER_DIR``, else ``$XDG_RUNTIME_DIR/revdistill-worker``, else
+``<cache>/worker``; mode 0700) holding:
+
+* ``worker.sock``: a Unix socket served by :class:`multiprocessing.connection.Listener`;
+* ``authkey``: a random key (mode 0600) that clients prove they know (HMAC challenge);
+* ``start.lock``: taken by a client while it checks for and starts a worker (two kernels never start two);
+* ``serve.lock``: held by the live worker for its lifetime; a socket whose ``serve.lock`` is free is stale;
+* ``worker.log``: the worker's log.
+
+Messages are JSON objects sent with ``send_bytes`` (never pickle). Requests: ``{"op": "embed", ...}``,
+``{"op": "status"}``, ``{"op": "release"}``, ``{"op": "shutdown"}``. An embed job answers with
+``{"type": "progress", "done", "total"}`` messages, then ``{"type": "result", "added"}`` or
+``{"type": "error", "error_type", "message"}``; errors are raised in the client with the worker's message.
+Jobs run one at a time (one device); a second kernel's job waits for the first.
+
+>>> embedder = make_embedder(EmbedOptions(), worker=False)        # the in-process LocalEmbedder
+>>> type(embedder).__name__
+'LocalEmbedder'
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import logging
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from multiprocessing.connection import Client, Connection, Listener
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from revdistill._files import file_lock
+from revdistill.esm.runner import EmbedOptions, LocalEmbedder, ProgressCallback, resolve_models
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["WORKER_ENV", "WorkerEmbedder", "WorkerError", "make_embedder", "serve", "worker_dir"]
+
+#: Environment variable naming the runtime folder of the worker.
+WORKER_ENV = "REVDISTILL_WORKER_DIR"
+#: Environment variable that makes :func:`make_embedder` return a :class:`WorkerEmbedder` ("1", "true", "yes").
+USE_WORKER_ENV = "REVDISTILL_EMBED_WORKER"
+PROTOCOL = 1
+_MAX_MESSAGE = 1 << 31
+_SOCKET_PATH_MAX = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
+_UNREACHABLE = (FileNotFoundError, ConnectionRefusedError, ConnectionResetError, EOFError)
+_ERRORS = {error.__name__: error for error in (ValueError, FileNotFoundError, RuntimeError, TypeError, KeyError,
+                                               OSError, MemoryError, PermissionError)}
+
+
+class WorkerError(RuntimeError):
+    """The worker failed in a way that has no ordinary Python exception (it died, it is unreachable ...)."""
+
+
+def worker_dir(runtime_dir: str | Path | None = None) -> Path:
+    """The worker's runtime folder (see the module docstring); not created here."""
+    if runtime_dir is not None:
+        return Path(runtime_dir).expanduser()
+    if os.environ.get(WORKER_ENV):
+        return Path(os.environ[WORKER_ENV]).expanduser()
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and Path(runtime).is_dir():
+        return Path(runtime) / "revdistill-worker"
+    from revdistill.paths import cache_root
+
+    return cache_root() / "worker"
+
+
+def _send(connection: Connection, message: Mapping[str, Any]) -> None:
+    connection.send_bytes(json.dumps(message).encode("utf-8"))
+
+
+def _receive(connection: Connection) -> dict[str, Any]:
+    message = json.loads(connection.recv_bytes(_MAX_MESSAGE).decode("utf-8"))
+    if not isinstance(message, dict):
+        raise ValueError(f"worker protocol: expected a JSON object, got {type(message).__name__}")
+    return message
+
+
+# ---------------------------------------------------------------------------------------------- the worker
+class _Server:
+    """The worker's state: one LocalEmbedder per (device, dtype, weights, download), one job at a time."""
+
+    def __init__(self, directory: Path, idle_timeout: float, exit_after: float | None) -> None:
+        self.directory, self.idle_timeout, self.exit_after = directory, float(idle_timeout), exit_after
+        self.embedders: dict[tuple, LocalEmbedder] = {}
+        self.loads: dict[str, int] = {}
+        self.modules: dict[str, weakref.ref] = {}  # alias -> the last loaded module (alive while loaded)
+        self.device_lock = threading.Lock()
+        self.guard = threading.Lock()
+        self.busy, self.peak_busy, self.jobs_done, self.last_active = 0, 0, 0, time.monotonic()
+        self.stop = threading.Event()
+
+    # -------------------------------------------------------------------- requests
+    def handle(self, connection: Connection) -> None:
+        with connection:
+            try:
+                request = _receive(connection)
+                if request.get("protocol") != PROTOCOL:
+                    raise ValueError(f"worker protocol {request.get('protocol')!r} is not {PROTOCOL}; "
+                                     f"restart the worker (it is from another revdistill version)")
+                operation = request.get("op")
+                if operation == "embed":
+                    _send(connection, {"type": "result", "added": self.embed(connection, request)})
+                elif operation == "status":
+                    _send(connection, {"type": "status", **self.status()})
+                elif operation == "release":
+                    with self.device_lock:
+                        self.release()
+                    _send(connection, {"type": "status", **self.status()})
+                elif operation == "shutdown":
+                    self.stop.set()
+                    _send(connection, {"type": "bye", "pid": os.getpid()})
+                else:
+                    raise ValueError(f"op={operation!r} must be one of 'embed', 'status', 'release', 'shutdown'")
+            except Exception as error:  # noqa: BLE001 - every error goes back to the client
+                logger.exception("request failed")
+                with contextlib.suppress(OSError, ValueError):
+                    _send(connection, {"type": "error", "error_type": type(error).__name__, "message": str(error)})
+
+    def embed(self, connection: Connection, request: Mapping[str, Any]) -> int:
+        from revdistill.esm.store import EmbeddingStore
+
+        options = dict(request["options"], progress=False)
+        options = EmbedOptions(**{**options, "weights_dir": options.get("weights_dir") and Path(options["weights_dir"])})
+        store = EmbeddingStore(request["store"])
+        records = [(str(record_id), str(sequence)) for record_id, sequence in request["records"]]
+        client_alive = [True]
+
+        def on_progress(done: int, total: int) -> None:
+            if client_alive[0]:  # a client that went away does not stop the job: its work is committed
+                try:
+                    _send(connection, {"type": "progress", "done": done, "total": total})
+                except OSError:
+                    client_alive[0] = False
+
+        with self.guard:
+            self.busy += 1
+            self.peak_busy = max(self.peak_busy, self.busy)
+        try:
+            if self.device_lock.locked():
+                on_progress(0, -1)  # queued behind another job
+            with self.device_lock:
+                embedder = self._embedder(options)
+                return embedder.embed(store, records, request["models"], per_residue=request["per_residue"],
+                                      on_progress=on_progress)
+        finally:
+            with self.guard:
+                self.busy -= 1
+                self.jobs_done += 1
+                self.last_active = time.monotonic()
+
+    def _embedder(self, options: EmbedOptions) -> LocalEmbedder:
+        key = (options.device, options.dtype, str(options.weights_dir), options.download)
+        if key not in self.embedders:
+            self.embedders[key] = _CountingEmbedder(options, self)
+        embedder = self.embedders[key]
+        embedder.options = options  # token budget, flush size ... may differ from job to job
+        return embedder
+
+    def count_loads(self, modules: Mapping[str, Any]) -> None:
+        """Count the modules that were not loaded before (a new object for an alias is a new load)."""
+        with self.guard:
+            for alias, module in modules.items():
+                known = self.modules.get(alias)
+                if known is None or known() is not module:
+                    self.loads[alias] = self.loads.get(alias, 0) + 1
+                    self.modules[alias] = weakref.ref(module)
+
+    def status(self) -> dict[str, Any]:
+        loaded = sorted(alias for alias, ref in self.modules.items() if ref() is not None)
+        with self.guard:
+            return {"pid": os.getpid(), "loads": dict(self.loads), "loaded": loaded, "busy": self.busy,
+                    "peak_busy": self.peak_busy, "jobs_done": self.jobs_done, "idle_timeout": self.idle_timeout}
+
+    def release(self) -> None:
+        """Drop every model and return the memory (the caller holds the device lock)."""
+        if not any(ref() is not None for ref in self.modules.values()):
+            return
+        for embedder in self.embedders.values():
+            embedder.release()
+        self.embedders.clear()
+        gc.collect()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+        logger.info("released the models after %.0f s idle", time.monotonic() - self.last_active)
+
+    def watch_idle(self) -> None:
+        """Free the models after ``idle_timeout`` s without jobs; stop after ``exit_after`` s, if set."""
+        interval = max(0.05, min(1.0, self.idle_timeout / 4))
+        while not self.stop.wait(interval):
+            with self.guard:
+                idle = 0.0 if self.busy else time.monotonic() - self.last_active
+            if idle >= self.idle_timeout and self.device_lock.acquire(blocking=False):
+                try:
+                    self.release()
+                finally:
+                    self.device_lock.release()
+            if self.exit_after is not None and idle >= self.exit_after:
+                logger.info("no job for %.0f s: the worker stops", idle)
+                self.stop.set()
+
+
+class _CountingEmbedder(LocalEmbedder):
+    """A LocalEmbedder that tells the server which models it had to load."""
+
+    def __init__(self, options: EmbedOptions, server: _Server) -> None:
+        super().__init__(options)
+        self._server = server
+
+    def models(self, aliases: Sequence[str]) -> dict[str, Any]:
+        modules = super().models(aliases)
+        self._server.count_loads(modules)
+        return modules
+
+
+def _hold_serve_lock(directory: Path):
+    """Take ``serve.lock`` for this process's lifetime; None if another worker holds it."""
+    import fcntl
+
+    handle = open(directory / "serve.lock", "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+def serve(runtime_dir: str | Path | None = None, *, idle_timeout: float = 600.0,
+          exit_after: float | None = None) -> int:
+    """Run the worker in this process until a ``shutdown`` request (or ``exit_after`` s without jobs).
+
+    Returns 0, or 1 when another worker already serves ``runtime_dir``.
+    """
+    directory = _prepare_dir(worker_dir(runtime_dir))
+    lock = _hold_serve_lock(directory)
+    if lock is None:
+        logger.warning("another worker already serves %s", directory)
+        return 1
+    address = str(directory / "worker.sock")
+    Path(address).unlink(missing_ok=True)  # stale: its worker no longer holds serve.lock
+    server = _Server(directory, idle_timeout, exit_after)
+    authkey = _authkey(directory)
+    with lock, Listener(address, family="AF_UNIX", backlog=64, authkey=authkey) as listener:
+        os.chmod(address, 0o600)
+        threading.Thread(target=server.watch_idle, daemon=True).start()
+        threading.Thread(target=_wake_on_stop, args=(server.stop, address, authkey), daemon=True).start()
+        logger.info("embedding worker %d serving %s", os.getpid(), address)
+        while not server.stop.is_set():
+            try:
+                connection = listener.accept()
+            except (OSError, EOFError) as error:  # includes a client failing the authkey challenge
+                logger.warning("refused a connection: %s", error)
+                continue
+            if server.stop.is_set():
+                connection.close()
+                break
+            threading.Thread(target=server.handle, args=(connection,), daemon=True).start()
+        with server.device_lock:  # let a running job commit its last part
+            logger.info("embedding worker %d stops", os.getpid())
+    return 0
+
+
+def _wake_on_stop(stop: threading.Event, address: str, authkey: bytes) -> None:
+    """Unblock ``listener.accept()`` once ``stop`` is set (a connection to ourselves)."""
+    stop.wait()
+    with contextlib.suppress(OSError, EOFError):
+        Client(address, family="AF_UNIX", authkey=authkey).close()
+
+
+def _prepare_dir(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(directory, 0o700)
+    socket_path = directory / "worker.sock"
+    if len(str(socket_path)) > _SOCKET_PATH_MAX:
+        raise ValueError(f"runtime_dir={str(directory)!r} is too long for a Unix socket path "
+                         f"({len(str(socket_path))} > {_SOCKET_PATH_MAX} characters); set ${WORKER_ENV} "
+                         f"to a shorter folder")
+    return directory
+
+
+def _authkey(directory: Path) -> bytes:
+    """The shared key in ``authkey`` (mode 0600), created on first use."""
+    path = directory / "authkey"
+    if not path.exists():  # written whole under another name, then linked: readers never see half a key
+        draft = directory / f".authkey-{os.getpid()}-{secrets.token_hex(4)}"
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as stream:
+            stream.write(secrets.token_hex(32).encode("ascii"))
+        with contextlib.suppress(FileExistsError):
+            os.link(draft, path)
+        draft.unlink()
+    key = path.read_bytes().strip()
+    if len(key) < 32 or path.stat().st_mode & 0o077:
+        raise ValueError(f"{path} is not a valid worker key (too short, or readable by others); delete it")
+    return key
+
+
+# ---------------------------------------------------------------------------------------------- the client
+class WorkerEmbedder:
+    """Embed records into stores through the server's embedding worker (started on demand).
+
+    Same interface as :class:`~revdistill.esm.runner.LocalEmbedder` (``embed(store, records, models, ...)``);
+    this process never loads ESM-2.
+
+    Parameters
+    ----------
+    options : EmbedOptions, optional
+        Sent with every job (``progress`` is ignored: progress comes back through ``on_progress``).
+    runtime_dir : str or Path, optional
+        The worker's runtime folder (default :func:`worker_dir`).
+    idle_timeout : float, default=600
+        Seconds without jobs after which a worker *started by this client* frees its models.
+    exit_after : float, optional
+        Seconds without jobs after which a worker started by this client exits (default: never).
+    threads : int, optional
+        ``torch.set_num_threads`` of a worker started by this client.
+    start_timeout : float, default=120
+        Seconds to wait for a new worker to accept connections.
+    """
+
+    def __init__(self, options: EmbedOptions | None = None, *, runtime_dir: str | Path | None = None,
+                 idle_timeout: float = 600.0, exit_after: float | None = None, threads: int | None = None,
+                 start_timeout: float = 120.0) -> None:
+        if float(idle_timeout) <= 0:
+            raise ValueError(f"idle_timeout={idle_timeout!r} must be a positive number of seconds")
+        if exit_after is not None and float(exit_after) < float(idle_timeout):
+            raise ValueError(f"exit_after={exit_after!r} must be at least idle_timeout={idle_timeout!r}")
+        if threads is not None and int(threads) < 1:
+            raise ValueError(f"threads={threads!r} must be a positive integer")
+        self.options = options or EmbedOptions()
+        self.directory = worker_dir(runtime_dir)
+        self.idle_timeout, self.exit_after, self.threads = float(idle_timeout), exit_after, threads
+        self.start_timeout = float(start_timeout)
+
+    # -------------------------------------------------------------------- public
+    def embed(self, store: Any, records: Iterable[tuple[str, str]] | Mapping[str, str], models: Sequence[str] | str,
+              *, per_residue: bool | Iterable[str] = False, on_progress: ProgressCallback | None = None) -> int:
+        """Have the worker embed the records ``store`` lacks with every model; return how many were added.
+
+        Parameters and errors as :meth:`LocalEmbedder.embed <revdistill.esm.runner.LocalEmbedder.embed>`;
+        an error raised in the worker is raised here with the worker's message.
+        """
+        from revdistill.esm.sequences import validate_records
+
+        aliases = resolve_models(models)
+        records = validate_records(records)
+        wanted = per_residue if isinstance(per_residue, bool) else (
+            [per_residue] if isinstance(per_residue, str) else [str(record_id) for record_id in per_residue])
+        request = {"op": "embed", "options": self.options.to_dict(), "store": str(Path(store.path).resolve()),
+                   "records": records, "models": list(aliases), "per_residue": wanted}
+        return int(self._request(request, on_progress)["added"])
+
+    def status(self) -> dict[str, Any]:
+        """The worker's ``pid``, ``loads`` (model loads per alias since it started), ``loaded`` aliases,
+        ``busy`` jobs (``peak_busy``: the most at once), ``jobs_done`` and ``idle_timeout``.
+
+        Starts a worker if none runs.
+        """
+        return {key: value for key, value in self._request({"op": "status"}).items() if key != "type"}
+
+    def release(self) -> dict[str, Any]:
+        """Ask the worker to free its models now (after the running job); returns its status."""
+        return self._request({"op": "release"})
+
+    def shutdown(self) -> bool:
+        """Stop the worker if one runs (it finishes the running job first); True if one was stopped."""
+        try:
+            connection = self._connect()
+        except _UNREACHABLE:
+            return False
+        with connection:
+            _send(connection, {"op": "shutdown", "protocol": PROTOCOL})
+            _receive(connection)
+        return True
+
+    # -------------------------------------------------------------------- internals
+    def _request(self, request: dict[str, Any], on_progress: ProgressCallback | None = None) -> dict[str, Any]:
+        connection = self._connect_or_start()
+        with connection:
+            try:
+                _send(connection, {**request, "protocol": PROTOCOL})
+                while True:
+                    message = _receive(connection)
+                    if message["type"] != "progress":
+                        break
+                    if on_progress is not None and message["total"] >= 0:
+                        on_progress(int(message["done"]), int(message["total"]))
+            except (EOFError, OSError) as error:
+                raise WorkerError(f"the embedding worker ({self.directory}) went away during the request "
+                                  f"({error!r}); see {self.directory / 'worker.log'}; the next call starts a new "
+                                  f"one, and an embedding job resumes from its last committed part") from error
+        if message["type"] == "error":
+            kind = _ERRORS.get(message.get("error_type"), WorkerError)
+            error = kind(message["message"])
+            if kind is WorkerError:
+                error = WorkerError(f"{message.get('error_type')}: {message['message']}")
+            error.add_note(f"raised in the embedding worker; its log: {self.directory / 'worker.log'}")
+            raise error
+        return message
+
+    def _connect(self) -> Connection:
+        return Client(str(self.directory / "worker.sock"), family="AF_UNIX", authkey=_authkey(self.directory))
+
+    def _connect_or_start(self) -> Connection:
+        directory = _prepare_dir(self.directory)
+        with contextlib.suppress(*_UNREACHABLE):
+            return self._connect()
+        with file_lock(directory / "start.lock"):
+            deadline, process = time.monotonic() + self.start_timeout, None
+            while True:
+                with contextlib.suppress(*_UNREACHABLE):  # maybe another client started one meanwhile
+                    return self._connect()
+                if process is None or process.poll() == 1:  # 1: a dying worker still held serve.lock
+                    process = self._start()
+                elif process.poll() is not None:
+                    raise WorkerError(f"the embedding worker exited with code {process.returncode} before "
+                                      f"serving; its log: {directory / 'worker.log'}\n{_tail(directory)}")
+                if time.monotonic() > deadline:
+                    raise WorkerError(f"the embedding worker did not start within {self.start_timeout:.0f} s; "
+                                      f"its log: {directory / 'worker.log'}")
+                time.sleep(0.05)
+
+    def _start(self) -> subprocess.Popen:
+        """Start a worker (the caller holds ``start.lock`` and found no live one)."""
+        package_parent = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_parent,
+                                                                        os.environ.get("PYTHONPATH")])))
+        command = [sys.executable, "-m", "revdistill.esm.worker", "serve", "--dir", str(self.directory),
+                   "--idle-timeout", str(self.idle_timeout)]
+        if self.exit_after is not None:
+            command += ["--exit-after", str(float(self.exit_after))]
+        if self.threads is not None:
+            command += ["--threads", str(int(self.threads))]
+        with open(self.directory / "worker.log", "ab") as log:
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                       env=env, start_new_session=True)
+        logger.info("started the embedding worker (pid %d) in %s", process.pid, self.directory)
+        return process
+
+
+def _tail(directory: Path, lines: int = 15) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join((directory / "worker.log").read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+def make_embedder(options: EmbedOptions | None = None, *, worker: bool | None = None,
+                  **worker_settings: Any) -> LocalEmbedder | WorkerEmbedder:
+    """A :class:`WorkerEmbedder` or an in-process :class:`LocalEmbedder`, by configuration.
+
+    Parameters
+    ----------
+    options : EmbedOptions, optional
+    worker : bool, optional
+        Default: True when ``$REVDISTILL_EMBED_WORKER`` is ``1``, ``true`` or ``yes``.
+    **worker_settings
+        Keywords of :class:`WorkerEmbedder` (``runtime_dir``, ``idle_timeout`` ...).
+    """
+    if worker is None:
+        worker = os.environ.get(USE_WORKER_ENV, "").strip().lower() in ("1", "true", "yes")
+    if worker:
+        return WorkerEmbedder(options, **worker_settings)
+    if worker_settings:
+        raise ValueError(f"worker settings {sorted(worker_settings)} need worker=True")
+    return LocalEmbedder(options)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m revdistill.esm.worker serve|status|stop [--dir D] ...``."""
+    parser = argparse.ArgumentParser(prog="python -m revdistill.esm.worker", description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=("serve", "status", "stop"))
+    parser.add_argument("--dir", default=None, help=f"runtime folder (default ${WORKER_ENV} or the cache)")
+    parser.add_argument("--idle-timeout", type=float, default=600.0, help="free the models after this idle time (s)")
+    parser.add_argument("--exit-after", type=float, default=None, help="exit after this idle time (s)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads of the worker")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        return serve(args.dir, idle_timeout=args.idle_timeout, exit_after=args.exit_after)
+    client = WorkerEmbedder(runtime_dir=args.dir)
+    if args.command == "status":
+        print(json.dumps(client.status(), indent=1))
+        return 0
+    print("stopped" if client.shutdown() else "no worker was running")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
