@@ -6,8 +6,9 @@ with random-init ESM-2 architectures of full size (weights do not change the spe
 * ``authors``  fp32, fixed batches of ``--authors-batch-size`` sequences in input order, stock fair-esm
 * ``extract``  fp32, fair-esm ``extract.py``'s length-sorted 4096-token batches, stock fair-esm
 * ``bf16``     fair-esm cast to bf16, length-sorted 16k-token batches, stock fair-esm forward
-* ``ours``     :class:`revdistill.esm.embed.LadderEmbedder`: lean SDPA forward, fp32 rotary tables,
-  length-sorted token-budget batches, pooled vectors and joint moments accumulated on the device
+* ``ours``     :class:`revdistill.esm.embed.LadderEmbedder`: packed (unpadded) varlen attention on CUDA,
+  padded SDPA on CPUs, fp32 rotary tables, length-sorted token-budget batches, pooled vectors and
+  joint moments accumulated on the device
 
 Printed per model and method: residues/s, useful TFLOP/s (padding excluded), peak memory (CUDA:
 ``max_memory_allocated``; CPU: the process's peak RSS so far), the speed-up over ``authors``, the
@@ -17,6 +18,8 @@ cost of the whole ladder in one pass vs the largest model alone.
     python bench/embed.py                                     # CPU smoke run: 8M, 16 sequences
     python bench/embed.py --device cuda --models 8M,35M,150M,650M --n-seqs 256
     python bench/embed.py --device cuda --models 15B --methods bf16,ours --n-seqs 64
+
+``bench/gpu.py`` runs all of it, every size, with agreement checks, and writes one JSON.
 """
 from __future__ import annotations
 
@@ -31,7 +34,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from revdistill.esm.embed import LadderEmbedder, stock_forward  # noqa: E402
+from revdistill.esm.embed import LadderEmbedder  # noqa: E402
+from revdistill.esm.forward import stock_forward  # noqa: E402
 from revdistill.esm.models import get_spec  # noqa: E402
 
 METHODS = ("authors", "extract", "bf16", "ours")
@@ -45,17 +49,26 @@ def synthetic_records(n_seqs: int, seed: int = 0, median: int = 300, low: int = 
     return [(f"s{i}", "".join(rng.choice(AMINO, length))) for i, length in enumerate(lengths)]
 
 
-def build_model(alias: str, device: torch.device, dtype: torch.dtype):
-    """Random-init ESM-2 of the named size (fair-esm's ESM2 class), built on ``device``."""
+def build_model(alias: str, device: torch.device, dtype: torch.dtype, seed: int = 0):
+    """Random-init ESM-2 of the named size (fair-esm's ESM2 class), built on ``device`` directly in ``dtype``.
+
+    Building in the target dtype avoids a float32 copy (15B: 30 GB in bf16 instead of 60 GB + 30 GB).
+    The rotary ``inv_freq`` buffers stay float32, as fair-esm builds them.
+    """
     from esm.data import Alphabet
     from esm.model.esm2 import ESM2
 
     spec = get_spec(alias)
     alphabet = Alphabet.from_architecture("ESM-1b")
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = ESM2(spec.layers, spec.dim, spec.heads, alphabet=alphabet, token_dropout=True)
-    return model.to(dtype=dtype).eval(), alphabet
+    torch.manual_seed(seed)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # restored below; a bench script, not library code
+    try:
+        with torch.device(device):
+            model = ESM2(spec.layers, spec.dim, spec.heads, alphabet=alphabet, token_dropout=True)
+    finally:
+        torch.set_default_dtype(previous)
+    return model.eval(), alphabet
 
 
 def flops(records, alias: str) -> float:
@@ -78,22 +91,63 @@ def peak_memory_gb(device: torch.device) -> float:
 
 def stock_pooled(model, alphabet, records, batches, device) -> np.ndarray:
     """fair-esm's stock forward over the given batches of record indices; pooled vectors in input order."""
+    return stock_run(model, alphabet, records, batches, device)[0]
+
+
+def stock_run(model, alphabet, records, batches, device, keep=(), deadline: float | None = None):
+    """fair-esm's stock forward over batches of record indices (as its users run it).
+
+    Parameters
+    ----------
+    keep : collection of int
+        Records whose per-residue values (length, dim) float32 are returned too.
+    deadline : float, optional
+        ``time.perf_counter()`` value after which no new batch is started.
+
+    Returns
+    -------
+    pooled : np.ndarray of shape (n_records, dim), float32 (rows of records not reached stay zero)
+    per_residue : dict of int to np.ndarray of shape (length, dim)
+    done : list of int
+        The records embedded (all of them unless the deadline passed).
+    """
     converter = alphabet.get_batch_converter(truncation_seq_length=1022)
     pooled = np.zeros((len(records), model.embed_dim), dtype=np.float32)
+    per_residue, done = {}, []
     with torch.inference_mode():
         for batch in batches:
+            if deadline is not None and time.perf_counter() > deadline:
+                break
             _, strs, tokens = converter([records[i] for i in batch])
             out = stock_forward(model, tokens.to(device)).float()
             for row, index in enumerate(batch):
-                pooled[index] = out[row, 1:len(strs[row]) + 1].mean(0).cpu().numpy()
-    return pooled
+                values = out[row, 1:len(strs[row]) + 1]
+                pooled[index] = values.mean(0).cpu().numpy()
+                if index in keep:
+                    per_residue[index] = values.cpu().numpy()
+            done.extend(batch)
+    return pooled, per_residue, done
 
 
 def token_batches(records, toks_per_batch: int):
+    """fair-esm ``extract.py``'s batches: length-sorted, ``rows * (longest + 1) <= toks_per_batch``."""
     from esm.data import FastaBatchedDataset
 
     dataset = FastaBatchedDataset([r for r, _ in records], [s for _, s in records])
     return dataset.get_batch_indices(toks_per_batch, extra_toks_per_seq=1)
+
+
+def stock_batches(method: str, records, authors_batch_size: int = 8) -> list[list[int]]:
+    """Record indices per batch of a stock way: ``authors`` (fixed batches in input order), ``extract``
+    (fp32, 4096 tokens) or ``bf16`` (16k tokens)."""
+    if method == "authors":
+        size = authors_batch_size
+        return [list(range(i, min(i + size, len(records)))) for i in range(0, len(records), size)]
+    if method == "extract":
+        return token_batches(records, 4096)
+    if method == "bf16":
+        return token_batches(records, 16384)
+    raise ValueError(f"method={method!r} must be one of 'authors', 'extract', 'bf16'")
 
 
 def reset_rotary(model) -> None:
@@ -103,13 +157,6 @@ def reset_rotary(model) -> None:
 
 def run_method(method: str, models: dict, records, args, device):
     """Time one method on every model in ``models`` (several only for the ladder run of ``ours``)."""
-    if method == "authors":
-        size = args.authors_batch_size
-        batches = [list(range(i, min(i + size, len(records)))) for i in range(0, len(records), size)]
-    elif method == "extract":
-        batches = token_batches(records, 4096)
-    elif method == "bf16":
-        batches = token_batches(records, 16384)
     if method == "ours":
         engine = LadderEmbedder(models, device=device, dtype=args.dtype, token_budget=args.token_budget,
                                 progress=False)
@@ -119,6 +166,7 @@ def run_method(method: str, models: dict, records, args, device):
         result = engine.run(records, moments=True)
         sync(device)
         return time.perf_counter() - start, result.pooled
+    batches = stock_batches(method, records, args.authors_batch_size)
     (name, (model, alphabet)), = [(n, pair) for n, pair in models.items()]
     stock_pooled(model, alphabet, records[:2], [[0, 1]], device)  # warm-up
     sync(device)
