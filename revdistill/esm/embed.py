@@ -346,12 +346,12 @@ class LadderEmbedder:
                 batch = queue.pop(0)
                 host = prepared[1] if prepared is not None and prepared[0] is batch else \
                     self._host_tokens(batch, records)
-                outputs = self._forward_with_retry(batch, host, queue)
-                if outputs is None:  # batch was split and re-queued after an OOM
+                residues = self._forward_with_retry(batch, host, queue)
+                if residues is None:  # batch was split and re-queued after an OOM
                     prepared = None
                     continue
                 prepared = (queue[0], self._host_tokens(queue[0], records)) if queue else None  # overlaps the device
-                self._collect(batch, self._residues(batch, outputs), state)
+                self._collect(batch, residues, state)
                 bar.update(sum(piece.length for piece in batch))
         finally:
             if own_bar:
@@ -470,10 +470,11 @@ class LadderEmbedder:
             return {name: forward(model, tokens) for name, model in self.models.items()}
 
     def _forward_with_retry(self, batch: list[_Piece], host: PackedTokens | torch.Tensor,
-                            queue: list[list[_Piece]]):
+                            queue: list[list[_Piece]]) -> dict[str, torch.Tensor] | None:
+        """The batch's residue rows per model (see ``_residues``), or None after an OOM re-queued it split."""
         tokens = host.to(self.device) if isinstance(host, PackedTokens) else self._to_device(host)
         try:
-            return self._forward(tokens)
+            return self._residues(batch, self._forward(tokens))
         except RuntimeError as error:
             if not _is_oom(error):
                 raise

@@ -1,9 +1,9 @@
 """ESM-2 forward passes: fair-esm's stock forward, the padded SDPA forward and the packed (unpadded) forward.
 
 All three compute the same function of fair-esm's weights (token-dropout rescaling, pre-LN layers with
-rotary self-attention, erf GELU, final layer norm); the lean ones keep the rotary cos/sin tables in
-float32 (casting a fair-esm model to bf16 also casts its rotary tables, which loses position precision
-past ~256) and compute everything else in the model's parameter dtype.
+rotary self-attention, erf GELU, final layer norm); the lean ones build the rotary cos/sin tables in
+float32 and cast only the result (casting a fair-esm model to bf16 also casts its rotary frequencies and
+positions, which loses position precision past ~256) and compute everything else in the model's dtype.
 
 * :func:`stock_forward` is fair-esm's own ``model(tokens)``.
 * :func:`lean_forward` takes a padded ``(batch, length)`` token matrix and runs PyTorch SDPA with a
@@ -23,6 +23,7 @@ torch.Size([7, 32])
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from dataclasses import dataclass
@@ -79,18 +80,19 @@ def _layers(model: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: tor
     ----------
     x : torch.Tensor of shape (..., n_tokens, dim)
     cos, sin : torch.Tensor of shape (n_tokens, head_dim), float32
-        Rotary table rows of each token's position.
+        Rotary table rows of each token's position (computed in float32, then cast to ``x``'s dtype:
+        the rotation itself runs in the model's dtype, one pass each for q and k).
     attend : callable
         ``attend(q, k, v, scale)`` on (..., n_tokens, heads, head_dim) tensors, returning the same shape.
     """
     heads = model.attention_heads
     shape = x.shape[:-1] + (heads, x.shape[-1] // heads)
-    cos, sin = cos[:, None, :], sin[:, None, :]
+    cos, sin = cos[:, None, :].to(x.dtype), sin[:, None, :].to(x.dtype)
     for layer in model.layers:
         attention = layer.self_attn
         hidden = layer.self_attn_layer_norm(x)
-        q = _rotate(attention.q_proj(hidden).view(shape).float(), cos, sin).to(x.dtype)
-        k = _rotate(attention.k_proj(hidden).view(shape).float(), cos, sin).to(x.dtype)
+        q = _rotate(attention.q_proj(hidden).view(shape), cos, sin)
+        k = _rotate(attention.k_proj(hidden).view(shape), cos, sin)
         v = attention.v_proj(hidden).view(shape)
         out = attend(q, k, v, attention.scaling)
         x = x + attention.out_proj(out.reshape(x.shape))
@@ -198,10 +200,17 @@ class PackedTokens:
 
 
 # ---------------------------------------------------------------------------------------------- kernels
+@functools.lru_cache(maxsize=1)
+def _varlen_parameters() -> frozenset[str]:
+    from torch.nn.attention.varlen import varlen_attn
+
+    return frozenset(inspect.signature(varlen_attn).parameters)
+
+
 def _attend_varlen(q, k, v, scale, packed: PackedTokens):
     from torch.nn.attention.varlen import varlen_attn
 
-    parameters = inspect.signature(varlen_attn).parameters
+    parameters = _varlen_parameters()
     extra = {"num_splits": 1} if "num_splits" in parameters else {}  # batch-invariant reductions
     if "scale" in parameters:
         extra["scale"] = scale
