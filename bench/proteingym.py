@@ -1,8 +1,8 @@
 """ProteinGym probe: one assay x all representations x 3 CV schemes, timed, against a baseline probe.
 
-Stages timed: reading the assay, embedding (first run, then the second run that finds everything in
-the store), fitting ladder + naive baseline from the store's moments, building the features, and the
-probe. The probe is compared in the same run with the straightforward baseline: scikit-learn
+Stages timed: reading the assay, the reference ladder (from the cache, or fitted once on the default
+corpus), embedding (first run, then the second run that finds everything in the store), building the
+features, and the probe. The probe is compared in the same run with the straightforward baseline: scikit-learn
 ``GridSearchCV(Ridge)`` over the same relative penalty grid, which refits every penalty in every inner
 fold (ours: one eigendecomposition per inner fold serves all penalties). Both see the same outer folds
 and standardized targets; the table shows both times, the ratio and both Spearman values.
@@ -20,10 +20,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from revdistill.experiment.features import build_features, embed_assays, fit_transforms, pooled_for_assay, prefix_dims
-from revdistill.experiment.probe import DEFAULT_ALPHAS, cross_validate, spearman, _blas_limit
-from revdistill.proteingym import SCHEMES, read_assay
+from revdistill.esm.runner import EmbedOptions, LocalEmbedder
 from revdistill.esm.store import EmbeddingStore
+from revdistill.experiment.features import build_features
+from revdistill.experiment.ladders import reference_ladder
+from revdistill.experiment.pipeline import pooled_rows
+from revdistill.experiment.probe import DEFAULT_ALPHAS, blas_threads, cross_validate, spearman
+from revdistill.experiment.protocol import Protocol
+from revdistill.experiment.tasks import read_task
+from revdistill.proteingym import SCHEMES
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "proteingym"
 
@@ -64,34 +69,38 @@ def main() -> None:
         timings.append((stage, time.perf_counter() - start))
         return value
 
+    protocol = Protocol()
+    embedder = LocalEmbedder(EmbedOptions(device=args.device))
     with tempfile.TemporaryDirectory() as tmp:
         store = EmbeddingStore(args.store or Path(tmp) / "store.h5")
-        assay = timed("read assay + folds", lambda: read_assay(args.assay, data_dir=args.data_dir))
-        new = timed("embed (first run)", lambda: embed_assays([assay], store, models, device=args.device, progress=False))
-        again = timed("embed (second run, store hit)",
-                      lambda: embed_assays([assay], store, models, device=args.device, progress=False))
-        ladder, naive = timed("fit ladder + naive from moments", lambda: fit_transforms(store))
-        pooled = pooled_for_assay(store, assay, models)
-        features = timed("build features", lambda: build_features(pooled, ladder, naive, dims=prefix_dims(ladder.dims_)))
-    print(f"{assay.dms_id}: {assay.n_variants} singles, folds {assay.fold_source}; embedded {new} new, then {again}")
+        task = timed("read assay + folds", lambda: read_task(args.assay, protocol, data_dir=args.data_dir))
+        reference = timed("reference ladder (cache or corpus fit)", lambda: reference_ladder(models, embedder=embedder))
+        new = timed("embed (first run)", lambda: embedder.embed(store, task.records, models))
+        again = timed("embed (second run, store hit)", lambda: embedder.embed(store, task.records, models))
+        pooled = pooled_rows(store, models, [record_id for record_id, _ in task.records])
+        features = timed("build features", lambda: build_features(
+            pooled, reference.ladder, reference.naive, protocol.prefix_dims(reference.ladder.dims_),
+            protocol.representations))
+    print(f"{task.name}: {len(task)} singles, folds {task.fold_source}; embedded {new} new, then {again}; "
+          f"{reference.describe()}")
     print(pd.DataFrame(timings, columns=["stage", "seconds"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
-    scores = assay.variants["DMS_score"].to_numpy(dtype=np.float64)
+    scores = task.scores
     unique = {}
     for key, array in features.items():
         unique.setdefault(id(array), (key, array))
     rows = []
     for key, array in unique.values():
         for scheme in SCHEMES:
-            folds = assay.folds(scheme)
+            folds = task.folds[scheme]
             start = time.perf_counter()
-            ours = cross_validate(array, scores, folds, blas_threads=1).spearman
+            ours = cross_validate(array, scores, folds, threads=1).spearman
             ours_s = time.perf_counter() - start
             row = {"representation": key.representation, "model": key.model, "dim": key.dim, "scheme": scheme,
                    "ours_s": ours_s, "ours_spearman": ours}
             if not args.skip_baseline:
                 start = time.perf_counter()
-                with _blas_limit(1):  # the same BLAS setting for both
+                with blas_threads(1):  # the same BLAS setting for both
                     row["baseline_spearman"] = baseline_cv(array.astype(np.float64), scores, folds)
                 row["baseline_s"] = time.perf_counter() - start
                 row["speedup"] = row["baseline_s"] / ours_s

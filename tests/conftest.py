@@ -67,3 +67,37 @@ def embed_into(store, records, models, per_residue=False, on_progress=None, **op
 
     return LocalEmbedder(EmbedOptions(**options)).embed(store, records, models, per_residue=per_residue,
                                                         on_progress=on_progress)
+
+
+TINY = ("tiny-32", "tiny-48", "tiny-64")
+PIN1 = "PIN1_HUMAN_Tsuboyama_2023_1I6C"
+KENNOUCHE = "A0A1I9GEU1_NEIME_Kennouche_2019"
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory) -> Path:
+    """A cache root shared by the session, holding the tiny family's reference ladders (both conventions),
+    fitted once on the default corpus (ProteinGym's wild types, ~5 s)."""
+    import torch
+
+    from revdistill.esm.runner import LocalEmbedder
+    from revdistill.experiment.ladders import reference_ladder
+
+    root = tmp_path_factory.mktemp("cache")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        embedder = LocalEmbedder()
+        for fit_on in ("nested", "raw"):
+            reference_ladder(TINY, fit_on=fit_on, embedder=embedder, cache=root)
+    finally:
+        torch.set_num_threads(threads)
+    return root
+
+
+@pytest.fixture
+def tiny_ladders(tiny_cache):
+    """The tiny family's reference ladders ``{"nested": ReferenceLadder, "raw": ReferenceLadder}`` (cached)."""
+    from revdistill.experiment.ladders import reference_ladder
+
+    return {fit_on: reference_ladder(TINY, fit_on=fit_on, cache=tiny_cache) for fit_on in ("nested", "raw")}

@@ -76,7 +76,10 @@ class Corpus:
         do not change the corpus)."""
         from revdistill.esm.sequences import validate_records
 
-        clean = validate_records(records)
+        # each record checked on its own: ids may repeat in a corpus (only the sequences count)
+        clean = [validate_records([record])[0] for record in records]
+        if not clean:
+            raise ValueError(f"corpus {name!r} is empty: give at least one sequence")
         distinct = {_sequence_hash(sequence): sequence for _, sequence in clean}
         canonical = tuple(sorted((f"c-{digest[:16]}", sequence) for digest, sequence in distinct.items()))
         return cls(name=str(name), description=description or str(name), records=canonical)

@@ -29,7 +29,7 @@ from revdistill.experiment.tasks import Task
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RESULT_COLUMNS", "ExperimentResult", "TaskResult", "run_experiment", "NOT_COMPARABLE"]
+__all__ = ["RESULT_COLUMNS", "ExperimentResult", "TaskResult", "run_experiment", "pooled_rows", "NOT_COMPARABLE"]
 
 RESULT_COLUMNS = (
     "assay", "scheme", "fit_on", "representation", "model", "dim", "spearman", "mse", "n_variants",
@@ -159,7 +159,7 @@ def run_experiment(tasks: Sequence[Task], models: Sequence[str], ladders: Sequen
 
         report(share[0], f"{task.name}: embedding {len(task)} sequences (stored ones are skipped)")
         embedder.embed(store, task.records, models, on_progress=on_progress)
-        pooled = _pooled_rows(store, models, [record_id for record_id, _ in task.records])
+        pooled = pooled_rows(store, models, [record_id for record_id, _ in task.records])
         seconds["embed"] += time.perf_counter() - start
         start = time.perf_counter()
         results.append(_probe_task(task, pooled, ladders, protocol,
@@ -188,7 +188,7 @@ def _check_inputs(tasks: Sequence[Task], models: tuple[str, ...], ladders: Seque
         raise ValueError(f"tasks {repeated} are given more than once")
 
 
-def _pooled_rows(store: Any, models: Sequence[str], ids: Sequence[str]) -> dict[str, np.ndarray]:
+def pooled_rows(store: Any, models: Sequence[str], ids: Sequence[str]) -> dict[str, np.ndarray]:
     """Pooled vectors of ``ids`` (in that order) per model, float64."""
     stored = store.ids()
     row_of = {record_id: row for row, record_id in enumerate(stored)}

@@ -1,77 +1,95 @@
-"""Plotly figures from the tidy probe table."""
+"""Plotly figures from experiment summaries: one palette, captions, both fit conventions."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from revdistill.views import figures as plots
-from revdistill.experiment.features import prefix_dims
 from revdistill.experiment.aggregate import aggregate
+from revdistill.experiment.protocol import Protocol
 from revdistill.proteingym import SCHEMES
+from revdistill.views import figures
+from revdistill.views.style import COLOURS
 
 MODELS = {"8M": 320, "35M": 480, "150M": 640}
 
 
-def fake_results(models=MODELS, n_assays: int = 6, seed: int = 0) -> pd.DataFrame:
-    """A tidy table shaped like run_benchmark's output (values are random)."""
+def fake_results(models=MODELS, n_assays: int = 6, seed: int = 0, conventions=("nested",)) -> pd.DataFrame:
+    """A results table shaped like run_experiment's (values are random)."""
     rng = np.random.default_rng(seed)
-    rows = []
     names, dims = list(models), list(models.values())
-    keys = [(r, m, d) for r in ("esm2", "rd", "naive") for m, d in models.items()]
-    keys += [("nested", names[next(i for i, b in enumerate(dims) if d <= b)], d) for d in prefix_dims(dims)]
+    prefix = Protocol().prefix_dims(dims)
+    keys = [("", "esm2", m, d) for m, d in models.items()] + [("", "truncated", names[-1], d) for d in prefix]
+    for fit_on in conventions:
+        keys += [(fit_on, r, m, d) for r in ("rd", "naive") for m, d in models.items()]
+        keys += [(fit_on, "nested", names[next(i for i, b in enumerate(dims) if d <= b)], d) for d in prefix]
+    rows = []
     for a in range(n_assays):
         for scheme in SCHEMES:
-            for representation, model, dim in keys:
-                rows.append({"assay": f"A{a}", "scheme": scheme, "representation": representation, "model": model,
-                             "dim": dim, "spearman": 0.2 + dim / 2000 + 0.05 * rng.normal(), "mse": 1 - dim / 2000,
-                             "n_variants": 100 + a, "fold_source": "generated", "alpha": 1.0,
+            for fit_on, representation, model, dim in keys:
+                rows.append({"assay": f"A{a}", "scheme": scheme, "fit_on": fit_on, "representation": representation,
+                             "model": model, "dim": dim, "spearman": 0.2 + dim / 2000 + 0.05 * rng.normal(),
+                             "mse": 1 - dim / 2000, "n_variants": 100 + a, "fold_source": "generated",
                              "uniprot_id": f"P{a // 2}", "selection_type": ["Activity", "Stability"][a % 2]})
     return pd.DataFrame(rows)
 
 
-def test_scaling_figure_with_zero_shot_reference(proteingym_dir):
-    figure = plots.scaling_figure(fake_results(), data_dir=proteingym_dir, n_bootstrap=100)
+def test_scaling_figure_with_zero_shot_reference_and_caption(proteingym_dir):
+    summary = aggregate(fake_results(), n_bootstrap=100)
+    figure = figures.scaling_figure(summary, data_dir=proteingym_dir, caption="protocol p-1\nladder rdl-2")
     names = [trace.name for trace in figure.data]
-    assert names == ["ESM-2", "reverse-distilled", "naive concat+PCA", "ESM-2 zero-shot (ProteinGym leaderboard, not a probe)"]
+    assert names == ["ESM-2", "reverse-distilled", "naive concat+PCA",
+                     "ESM-2 zero-shot (ProteinGym leaderboard, not a probe)"]
     assert figure.layout.xaxis.type == "log" and figure.layout.xaxis.title.text.startswith("parameters")
     np.testing.assert_allclose(figure.data[0].x, [7.5e6, 34e6, 148e6])
     np.testing.assert_allclose(figure.data[-1].y, [0.226, 0.321, 0.387, 0.414, 0.406, 0.400])
-    assert figure.data[-1].line.dash == "dash"
+    assert figure.data[-1].line.dash == "dash" and figure.data[0].line.color == COLOURS["esm2"]
     assert figure.data[0].error_y.array is not None and (np.asarray(figure.data[0].error_y.array) >= 0).all()
-    assert "ProteinGym average" in figure.layout.title.text
+    assert "ProteinGym average" in figure.layout.title.text and "95%" in figure.layout.title.text
+    assert figure.layout.annotations[-1].text == "protocol p-1<br>ladder rdl-2"
 
 
-def test_scaling_figure_tiny_models_use_dimension(proteingym_dir):
-    results = fake_results({"tiny-32": 32, "tiny-48": 48, "tiny-64": 64})
-    summary = aggregate(results, how=("mean",), n_bootstrap=50)
-    figure = plots.scaling_figure(summary=summary, aggregation="mean", zero_shot=False)
+def test_both_conventions_are_two_lines_with_their_names():
+    summary = aggregate(fake_results(conventions=("nested", "raw")), how=("mean",), n_bootstrap=0)
+    figure = figures.scaling_figure(summary, zero_shot=False)
+    names = [trace.name for trace in figure.data]
+    assert names == ["ESM-2", "reverse-distilled (our fit)", "reverse-distilled (released fit)",
+                     "naive concat+PCA (our fit)", "naive concat+PCA (released fit)"]
+    assert [trace.line.dash for trace in figure.data[1:3]] == ["solid", "dash"]
+
+
+def test_scaling_figure_tiny_models_use_dimension():
+    summary = aggregate(fake_results({"tiny-32": 32, "tiny-48": 48, "tiny-64": 64}), how=("mean",), n_bootstrap=50)
+    figure = figures.scaling_figure(summary, zero_shot=False)
     assert figure.layout.xaxis.title.text.startswith("embedding dimension")
     np.testing.assert_allclose(figure.data[0].x, [32, 48, 64])
     assert "plain mean over assays" in figure.layout.title.text and len(figure.data) == 3
 
 
-def test_prefix_figure_has_band_and_points():
-    figure = plots.prefix_figure(fake_results(), n_bootstrap=100)
+def test_prefix_figure_has_bands_and_points():
+    summary = aggregate(fake_results(), how=("proteingym",), n_bootstrap=100)
+    figure = figures.prefix_figure(summary)
     names = [trace.name for trace in figure.data]
-    assert names == ["reverse-distilled prefix 95% CI", "reverse-distilled prefix", "ESM-2", "naive concat+PCA"]
-    assert list(figure.data[1].x) == prefix_dims(list(MODELS.values()))
-    assert figure.data[0].fill == "toself"
+    assert names == ["reverse-distilled prefix interval", "reverse-distilled prefix",
+                     "largest ESM-2 truncated interval", "largest ESM-2 truncated", "ESM-2", "naive concat+PCA"]
+    assert list(figure.data[1].x) == Protocol().prefix_dims(list(MODELS.values()))
+    assert figure.data[0].fill == "toself" and figure.data[3].line.dash == "dot"
 
 
 def test_assay_figure_one_panel_per_scheme():
-    figure = plots.assay_figure(fake_results(), "A1")
+    figure = figures.assay_figure(fake_results(), "A1")
     assert len(figure.layout.annotations) == 3 and "random folds (generated)" in figure.layout.annotations[0].text
-    assert len(figure.data) == 3 * 4 and "A1 (101 variants)" in figure.layout.title.text
+    assert len(figure.data) == 3 * 5 and "A1 (101 variants)" in figure.layout.title.text
 
 
-def test_plot_errors():
+def test_figure_errors():
     results = fake_results(n_assays=2)
+    summary = aggregate(results, how=("mean",), n_bootstrap=0)
     with pytest.raises(ValueError, match="not in the results"):
-        plots.assay_figure(results, "nope")
-    with pytest.raises(ValueError, match="aggregation="):
-        plots.scaling_figure(results, aggregation="median")
-    with pytest.raises(ValueError, match="results is empty"):
-        plots.prefix_figure(results.iloc[:0])
-    with pytest.raises(ValueError, match="x="):
-        plots.scaling_figure(results, x="flops", zero_shot=False, n_bootstrap=0)
+        figures.assay_figure(results, "nope")
+    with pytest.raises(ValueError, match="aggregation='median'"):
+        figures.scaling_figure(summary, aggregation="median")
+    with pytest.raises(ValueError, match="summary is empty"):
+        figures.prefix_figure(summary.iloc[:0])
+    with pytest.raises(ValueError, match="x='flops'"):
+        figures.scaling_figure(summary, x="flops", zero_shot=False)

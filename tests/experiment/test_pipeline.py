@@ -1,0 +1,106 @@
+"""One experiment: a function of (data, models, ladder, protocol) only — whatever else sits in the store,
+whichever front-end runs it."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import KENNOUCHE, PIN1, TINY
+from revdistill.esm.runner import LocalEmbedder
+from revdistill.esm.store import EmbeddingStore
+from revdistill.experiment.pipeline import RESULT_COLUMNS, run_experiment
+from revdistill.experiment.protocol import Protocol
+from revdistill.experiment.tasks import read_task
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+FAST = Protocol(n_between=1, n_below=1, n_bootstrap=200)
+
+
+@pytest.fixture(scope="module")
+def tasks(proteingym_dir):
+    return {name: read_task(proteingym_dir / "assays" / f"{name}.csv", FAST, data_dir=proteingym_dir)
+            for name in (PIN1, KENNOUCHE)}
+
+
+def _run(tasks, store, ladders, protocol=FAST):
+    return run_experiment(tasks, TINY, ladders, protocol, store=store, embedder=LocalEmbedder())
+
+
+def _csv(table: pd.DataFrame) -> bytes:
+    return table.to_csv(index=False).encode()
+
+
+def test_an_assays_table_does_not_depend_on_what_else_is_in_the_store(tasks, tiny_ladders, tmp_path):
+    ladders = [tiny_ladders["nested"]]
+    alone = _run([tasks[PIN1]], EmbeddingStore(tmp_path / "alone.h5"), ladders).table
+    shared = EmbeddingStore(tmp_path / "shared.h5")
+    _run([tasks[KENNOUCHE]], shared, ladders)                  # another assay embedded first
+    after = _run([tasks[PIN1]], shared, ladders).table
+    together = _run([tasks[KENNOUCHE], tasks[PIN1]], EmbeddingStore(tmp_path / "both.h5"), ladders).table
+    assert _csv(after) == _csv(alone)
+    assert _csv(together[together["assay"] == PIN1].reset_index(drop=True)) == _csv(alone)
+
+
+def test_rows_carry_ids_and_cover_every_representation(tasks, tiny_ladders, tmp_path):
+    result = _run([tasks[PIN1]], EmbeddingStore(tmp_path / "s.h5"), [tiny_ladders["nested"], tiny_ladders["raw"]])
+    table = result.table
+    assert list(table.columns) == list(RESULT_COLUMNS)
+    assert set(table["protocol_id"]) == {FAST.id}
+    ladder_rows = table[table["representation"].isin(["rd", "naive", "nested"])]
+    assert set(zip(ladder_rows["fit_on"], ladder_rows["ladder_id"], ladder_rows["naive_id"])) == {
+        (fit_on, tiny_ladders[fit_on].ladder_id, tiny_ladders[fit_on].naive_id) for fit_on in ("nested", "raw")}
+    free = table[table["representation"].isin(["esm2", "truncated"])]
+    assert set(free["fit_on"]) == {""} and set(free["ladder_id"]) == {""}  # not from a ladder; computed once
+    dims = FAST.prefix_dims((32, 48, 64))
+    per_scheme = 3 + 2 * (3 + 3 + len(dims)) + len(dims)
+    assert len(table) == 3 * per_scheme and table["spearman"].notna().all() and (table["note"] == "").all()
+    # level 1 is ESM-2 itself under every representation and convention: one probe, one number
+    first = table[(table["dim"] == 32) & (table["representation"] != "truncated")].groupby("scheme")["spearman"].nunique()
+    assert (first == 1).all()
+    # the two conventions agree on step 1 and differ after it
+    rd = table[table["representation"] == "rd"].pivot_table(index=["scheme", "dim"], columns="fit_on", values="spearman")
+    assert np.array_equal(rd.xs(48, level="dim")["nested"], rd.xs(48, level="dim")["raw"])
+    assert not np.allclose(rd.xs(64, level="dim")["nested"], rd.xs(64, level="dim")["raw"])
+
+
+def test_single_assay_summary_has_variant_intervals(tasks, tiny_ladders, tmp_path):
+    result = _run([tasks[PIN1]], EmbeddingStore(tmp_path / "s.h5"), [tiny_ladders["nested"]])
+    summary = result.summary()
+    assert set(summary["interval"]) == {"bootstrap over variants"} and set(summary["scheme"]) == {"average"}
+    row = summary[(summary["representation"] == "rd") & (summary["dim"] == 64)].iloc[0]
+    table = result.table
+    expected = table[(table.representation == "rd") & (table.dim == 64)]["spearman"].mean()
+    assert row["value"] == pytest.approx(expected, abs=1e-12)
+    assert row["ci_low"] < row["value"] < row["ci_high"] and row["ci_high"] - row["ci_low"] < 0.3
+    caption = result.caption()
+    assert FAST.id in caption and tiny_ladders["nested"].ladder_id in caption and "not comparable" in caption
+
+
+def test_several_assays_are_aggregated_the_proteingym_way(tasks, tiny_ladders, tmp_path):
+    result = _run(list(tasks.values()), EmbeddingStore(tmp_path / "s.h5"), [tiny_ladders["nested"]])
+    summary = result.summary()
+    assert set(summary["aggregation"]) == {"proteingym", "mean"} and set(summary["n_assays"]) == {2}
+
+
+def test_a_protein_set_runs_the_random_scheme_only_and_says_so(tiny_ladders, tmp_path):
+    from conftest import random_records
+    from revdistill.experiment.tasks import sequence_task
+
+    task = sequence_task("set", random_records(40, low=30, high=90, seed=3), "hydrophobicity", FAST)
+    result = _run([task], EmbeddingStore(tmp_path / "s.h5"), [tiny_ladders["nested"]])
+    assert set(result.table["scheme"]) == {"fold_random_5"} and result.schemes == ("fold_random_5",)
+    assert "(random)" in result.caption() and "hydrophobicity" in set(result.table["target"])
+
+
+def test_inputs_are_checked_before_any_work(tasks, tiny_ladders, tmp_path):
+    store = EmbeddingStore(tmp_path / "s.h5")
+    with pytest.raises(ValueError, match="ladder .* has levels .*; the run uses models"):
+        run_experiment([tasks[PIN1]], TINY[:2], [tiny_ladders["nested"]], FAST, store=store, embedder=LocalEmbedder())
+    with pytest.raises(ValueError, match="ladders must differ in fit convention"):
+        _run([tasks[PIN1]], store, [tiny_ladders["nested"], tiny_ladders["nested"]])
+    with pytest.raises(ValueError, match="no tasks"):
+        _run([], store, [tiny_ladders["nested"]])
+    with pytest.raises(ValueError, match="given more than once"):
+        _run([tasks[PIN1], tasks[PIN1]], store, [tiny_ladders["nested"]])
+    assert not store.exists()  # nothing was embedded
