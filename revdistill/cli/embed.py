@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -47,14 +48,12 @@ def register(subparsers) -> None:
     embed.set_defaults(func=run_embed)
 
 
-def _distributed_setup(device: str | None) -> tuple[str, bool]:
+def _distributed_setup(device: str) -> tuple[str, bool]:
     """Initialise torch.distributed under torchrun; return this rank's device and whether we did."""
     import torch
     import torch.distributed as dist
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     if world_size <= 1 or dist.is_initialized():
         return device, False
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -68,30 +67,70 @@ def _distributed_setup(device: str | None) -> tuple[str, bool]:
     return device, True
 
 
+def _per_residue(text: str | None, records: list[tuple[str, str]], fasta: Path) -> bool | list[str]:
+    """``--per-residue``: False, True (all records) or ids that must all be in the FASTA file."""
+    from revdistill.cli.common import split_list
+
+    if text is None:
+        return False
+    if text == "all":
+        return True
+    wanted = split_list(text, "--per-residue")
+    known = {record_id for record_id, _ in records}
+    unknown = [record_id for record_id in wanted if record_id not in known]
+    if unknown:
+        raise ValueError(f"--per-residue names {len(unknown)} id(s) that are not in {fasta}: {unknown[:5]}; ids are "
+                         f"the first word of each '>' header, e.g. {records[0][0]!r}")
+    return wanted
+
+
+def _plan(args: argparse.Namespace, records, aliases, options, per_residue, store) -> list:
+    """What needs embedding; refuses, before any work, what cannot be done (other models, read-only store)."""
+    from revdistill.cli.common import check_output
+    from revdistill.esm.models import get_spec
+
+    missing = store.missing(records, aliases, [get_spec(alias).dim for alias in aliases], options.storage_dtype)
+    if per_residue is not False and store.path.exists():
+        wanted = [record_id for record_id, _ in records] if per_residue is True else per_residue
+        stored, kept = set(store.ids()), set(store.per_residue_ids())
+        lacking = [record_id for record_id in wanted if record_id in stored and record_id not in kept]
+        if lacking:
+            raise ValueError(f"--per-residue: {len(lacking)} record(s) are already in {store.path} without per-residue "
+                             f"values ({lacking[:5]}); they are kept only when a record is first embedded. Use "
+                             f"another --out store for them")
+    if missing or store.exists() and not store.path.exists():
+        check_output(args.out, inputs=[args.fasta], kind="store", writable=True)
+    if missing and store.path.exists():
+        store.verify()  # the merge after embedding reads it all: find damage before the work, not after
+    return missing
+
+
 def run_embed(args: argparse.Namespace) -> int:
-    """Run ``revdistill embed``; return the exit status."""
-    from revdistill.esm.runner import EmbedOptions, LocalEmbedder
+    """Run ``revdistill embed``; return the exit status. Everything is checked before any embedding starts."""
+    from revdistill.cli.common import check_device, check_output, split_list
+    from revdistill.esm.runner import EmbedOptions, LocalEmbedder, resolve_models
     from revdistill.esm.sequences import read_fasta
     from revdistill.esm.store import EmbeddingStore
 
+    aliases = resolve_models(split_list(args.models, "--models"))
+    device = check_device(args.device)
+    check_output(args.out, inputs=[args.fasta], kind="store", suffixes=(".h5", ".hdf5"), writable=False)
     records = read_fasta(args.fasta)
+    per_residue = _per_residue(args.per_residue, records, args.fasta)
+    options = EmbedOptions(device=device, dtype=args.dtype or ("bf16" if device.startswith("cuda") else "fp32"),
+                           token_budget=args.token_budget, long_sequences=args.long_sequences,
+                           weights_dir=args.weights_dir, download=args.download, storage_dtype=args.storage_dtype,
+                           flush_every=args.flush_every, progress=not args.no_progress)
     store = EmbeddingStore(args.out)
-    device, initialised = _distributed_setup(args.device)
-    dtype = args.dtype or ("bf16" if device.startswith("cuda") else "fp32")
-    per_residue: bool | list[str] = False
-    if args.per_residue == "all":
-        per_residue = True
-    elif args.per_residue:
-        per_residue = [item for item in args.per_residue.split(",") if item]
+    missing = _plan(args, records, aliases, options, per_residue, store)
+    logger.info("%d of %d record(s) to embed into %s", len(missing), len(records), args.out)
+    device, initialised = _distributed_setup(device)
     try:
         import torch.distributed as dist
 
         rank = dist.get_rank() if dist.is_initialized() else 0
-        options = EmbedOptions(device=device, dtype=dtype, token_budget=args.token_budget,
-                               long_sequences=args.long_sequences, weights_dir=args.weights_dir,
-                               download=args.download, storage_dtype=args.storage_dtype,
-                               flush_every=args.flush_every, progress=not args.no_progress and rank == 0)
-        added = LocalEmbedder(options).embed(store, records, args.models, per_residue=per_residue)
+        options = replace(options, device=device, progress=options.progress and rank == 0)
+        added = LocalEmbedder(options).embed(store, records, aliases, per_residue=per_residue)
         if rank == 0:
             info = store.info()
             print(f"{args.out}: added {added} record(s); {info['n_records']} records, "

@@ -91,6 +91,10 @@ class Moments:
         """Total dimension of the concatenated levels."""
         return sum(self.dims)
 
+    def _column_names(self) -> list[str]:
+        """``level[column]`` of each concatenated column, for messages."""
+        return [f"{name}[{column}]" for name, dim in zip(self.names, self.dims) for column in range(dim)]
+
     def slice_of(self, name: str) -> slice:
         """Columns of level ``name`` in the concatenated layout."""
         if name not in self.names:
@@ -142,7 +146,8 @@ class Moments:
             if count == 0:
                 continue
             if not bool(torch.isfinite(chunk.sum(dim=0)).all()):
-                check_finite(chunk, "values")
+                check_finite(chunk, "values" if work_dtype == values.dtype else f"values (as {self.precision})",
+                             columns=self._column_names())
             # Centre on a fixed shift (the first chunk's mean) so the float64 sums stay well
             # conditioned, then convert each chunk to (count, mean, centred scatter) and merge.
             if self._shift is None:
@@ -155,19 +160,42 @@ class Moments:
         return self
 
     def _combine(self, count: int, mean: torch.Tensor, scatter: torch.Tensor) -> None:
-        """Chan et al.'s pairwise merge of (count, mean, scatter) into self."""
+        """Chan et al.'s pairwise merge of (count, mean, scatter) into self; refuses non-finite results
+        (and leaves self unchanged)."""
         if count == 0:
             return
         if self.count == 0:
+            self._check_statistics(count, mean, scatter)
             self.count = int(count)
             self.mean = mean.clone()
             self.scatter = scatter.clone()
             return
         total = self.count + count
         delta = mean - self.mean
-        self.scatter = self.scatter + scatter + torch.outer(delta, delta) * (self.count * count / total)
-        self.mean = self.mean + delta * (count / total)
+        new_scatter = self.scatter + scatter + torch.outer(delta, delta) * (self.count * count / total)
+        new_mean = self.mean + delta * (count / total)
+        self._check_statistics(total, new_mean, new_scatter)
+        self.scatter = new_scatter
+        self.mean = new_mean
         self.count = total
+
+    def _check_statistics(self, count: int, mean: torch.Tensor, scatter: torch.Tensor, loaded: bool = False) -> None:
+        """Raise a ValueError naming the levels whose mean or scatter is NaN or infinite."""
+        bad_mean = ~torch.isfinite(mean)
+        bad_scatter = ~torch.isfinite(scatter)
+        if not (bool(bad_mean.any()) or bool(bad_scatter.any())):
+            return
+        bad_columns = bad_mean | bad_scatter.any(dim=0) | bad_scatter.any(dim=1)
+        levels = [name for name in self.names if bool(bad_columns[self.slice_of(name)].any())]
+        arrays = [label for label, bad in (("mean", bad_mean), ("scatter", bad_scatter)) if bool(bad.any())]
+        if loaded:
+            raise ValueError(f"moments array(s) {arrays} hold NaN or infinity for level(s) {levels}: damaged, or "
+                             f"saved from statistics that overflowed")
+        raise ValueError(
+            f"Moments of level(s) {levels}: the accumulated {' and '.join(arrays)} became NaN or infinite after "
+            f"{count} residues: the values are too large for float64 second moments (squares overflow "
+            f"past about 1e154) or hold NaN/inf; rescale or clean the inputs of those levels"
+        )
 
     # ------------------------------------------------------------------ merging
     def merge(self, other: "Moments") -> "Moments":
@@ -227,9 +255,11 @@ class Moments:
         if total == 0:
             return self
         mean_delta = first / total
+        scatter = second - torch.outer(mean_delta, mean_delta) * total
+        self._check_statistics(total, shift + mean_delta, scatter)
         self.count = total
         self.mean = shift + mean_delta
-        self.scatter = second - torch.outer(mean_delta, mean_delta) * total
+        self.scatter = scatter
         return self
 
     # ------------------------------------------------------------------ statistics
@@ -257,22 +287,45 @@ class Moments:
 
     @classmethod
     def from_state(cls, state: Mapping[str, np.ndarray], device: str | torch.device = "cpu") -> "Moments":
-        """Rebuild from :meth:`to_state`'s arrays, checking format, version and shapes."""
+        """Rebuild from :meth:`to_state`'s arrays, checking format, version, shapes and values.
+
+        Raises
+        ------
+        ValueError
+            Wrong format or version, missing arrays, wrong shapes or dtypes, a negative or fractional
+            count, non-finite statistics or negative variances; the message names the array.
+        """
         from revdistill._files import read_meta
 
         meta = read_meta(state, FORMAT_NAME, FORMAT_VERSION)
-        moments = cls(meta["names"], meta["dims"], device=device)
+        missing = [key for key in ("count", "mean", "scatter") if key not in state]
+        if missing:
+            raise ValueError(f"moments state lacks the array(s) {missing}")
+        try:
+            moments = cls(meta["names"], meta["dims"], device=device)
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"moments metadata (names, dims) is damaged: {error}") from None
         total = moments.n_features
-        mean = np.asarray(state["mean"])
-        scatter = np.asarray(state["scatter"])
+        arrays = {key: np.asarray(state[key]) for key in ("count", "mean", "scatter")}
+        for key, array in arrays.items():
+            if array.dtype.kind not in "iuf":
+                raise ValueError(f"moments array {key!r} has dtype {array.dtype}; expected numbers")
+        mean, scatter, count = arrays["mean"], arrays["scatter"], arrays["count"]
         if mean.shape != (total,) or scatter.shape != (total, total):
             raise ValueError(
                 f"moments arrays have shapes mean {mean.shape}, scatter {scatter.shape}; "
                 f"the metadata needs ({total},) and ({total}, {total})"
             )
-        moments.count = int(np.asarray(state["count"]))
+        if count.shape != () or not np.isfinite(count) or count < 0 or count != np.floor(count):
+            raise ValueError(f"moments array 'count' must be one non-negative integer, got {count.tolist()!r}")
+        moments.count = int(count)
         moments.mean = torch.as_tensor(mean, dtype=torch.float64, device=moments.device).clone()
         moments.scatter = torch.as_tensor(scatter, dtype=torch.float64, device=moments.device).clone()
+        moments._check_statistics(moments.count, moments.mean, moments.scatter, loaded=True)
+        diagonal = torch.diagonal(moments.scatter)
+        if bool((diagonal < -1e-9 * max(1.0, float(diagonal.abs().max()))).any()):
+            levels = [name for name in moments.names if bool((diagonal[moments.slice_of(name)] < 0).any())]
+            raise ValueError(f"moments array 'scatter' has negative variances for level(s) {levels}: damaged")
         return moments
 
     def save(self, path: str | Path) -> Path:
@@ -286,7 +339,12 @@ class Moments:
         """Read a file written by :meth:`save`; pickled payloads are refused."""
         from revdistill._files import load_npz
 
-        return cls.from_state(load_npz(path), device=device)
+        try:
+            return cls.from_state(load_npz(path), device=device)
+        except ValueError as error:
+            if str(path) in str(error):
+                raise
+            raise ValueError(f"{path}: {error}") from None
 
     @classmethod
     def from_arrays(cls, levels: Mapping[str, Any], device: str | torch.device = "cpu",

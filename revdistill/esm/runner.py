@@ -174,7 +174,10 @@ class LocalEmbedder:
         records = validate_records(records)
         keep = _keep_set(records, per_residue)
         rank, world_size = _rank_world(rank, world_size)
-        if world_size > 1:
+        # One writer at a time: a single process, or rank 0 of a torchrun job on behalf of its ranks (they
+        # write parts only between the barriers around rank 0's consolidations). The lock is re-entrant,
+        # so store.consolidate(), which takes it too, may be called under it.
+        if world_size > 1 and rank != 0:
             return self._embed(store, records, aliases, keep, on_progress, rank, world_size)
         with store.writer_lock():
             return self._embed(store, records, aliases, keep, on_progress, rank, world_size)

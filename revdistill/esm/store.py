@@ -14,13 +14,15 @@ The store only stores; :class:`revdistill.esm.runner.LocalEmbedder` embeds recor
 Reading: ``store.ids()``, ``len(store)``, ``store.models()``, ``store.dims()``, ``store.lengths()``,
 ``store.sequence_hashes()``, ``store.pooled(model)``, ``store.moments()``, ``store.per_residue(model, id)``,
 ``store.per_residue_ids()``, ``store.info()``. Writing (used by the runner): ``store.missing(...)``,
-``store.write_part(...)``, ``store.consolidate()``, ``store.writer_lock()``.
+``store.write_part(...)``, ``store.consolidate()``, ``store.writer_lock()``. ``store.verify()`` reads
+everything back and checks it.
 
 Layout and crash safety
 -----------------------
 ``path`` is one HDF5 file::
 
-    attrs: format="revdistill-embedding-store", version, models (JSON), dims (JSON), storage_dtype
+    attrs: format="revdistill-embedding-store", version, models (JSON), dims (JSON), storage_dtype,
+           header_sha256
     ids (n,) str, hashes (n,) sha256 hex, lengths (n,) int64, pooled/<model> (n, dim)
     moments/{meta,count,mean,scatter}           Moments.to_state() of every stored residue, all models
     per_residue/{ids,starts,lengths}, per_residue/<model> (total_residues, dim)
@@ -34,88 +36,45 @@ deletion of the parts cannot count them twice. ``kill -9`` at any moment therefo
 part being written, and rerunning the same command resumes from there. Writers hold an exclusive lock
 on ``<path>.lock`` (:meth:`EmbeddingStore.writer_lock`), so concurrent writers (two dashboard
 visitors, two shells) take turns and the later one finds the records already stored; the ranks of one
-``torchrun`` job write disjoint parts and rank 0 merges them (one job per store). Readers never
-write, so they may read while a run is going and see what the finished runs committed.
+``torchrun`` job write disjoint parts under rank 0's lock and rank 0 merges them (one job per store).
+:meth:`EmbeddingStore.consolidate` takes the lock itself (re-entrant: a writer already holding it may
+call it), so it never touches another writer's part in progress. Readers never write and never lock,
+so they may read while a run is going (or from a read-only folder) and see what finished runs committed.
+
+Integrity: datasets carry checksums verified on every read (see :mod:`revdistill.esm._hdf5`); damage
+is a :class:`StoreDamagedError` naming the file and the dataset. A damaged part file is set aside
+(renamed ``*.corrupt``, with a warning) when parts are merged, and its records are embedded again;
+a damaged main file is reported and left alone. A full disk during a merge removes the partial copy
+and leaves the store and its parts as they were, so the same command succeeds once space is freed.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
-import json
 import logging
 import os
+import uuid
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from revdistill._files import file_lock
+from revdistill._files import file_lock, fsync_dir, fsync_file
+from revdistill.esm import _hdf5 as h5
+from revdistill.esm import _parts as files
+from revdistill.esm._hdf5 import FORMAT_NAME, FORMAT_VERSION, StoreDamagedError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EmbeddingStore", "FORMAT_NAME", "FORMAT_VERSION", "sequence_hash"]
+__all__ = ["EmbeddingStore", "FORMAT_NAME", "FORMAT_VERSION", "StoreDamagedError", "sequence_hash"]
 
-FORMAT_NAME = "revdistill-embedding-store"
-FORMAT_VERSION = 1
 _STORAGE_DTYPES = ("float32", "float16")
 
 
 def sequence_hash(sequence: str) -> str:
     """SHA-256 hex digest of the upper-cased sequence."""
     return hashlib.sha256(sequence.upper().encode("ascii")).hexdigest()
-
-
-def _h5py():
-    import h5py
-
-    return h5py
-
-
-def _str_dtype():
-    return _h5py().string_dtype(encoding="utf-8")
-
-
-def _open_checked(path: Path, what: str):
-    """Open an HDF5 file read-only and check it is a store (or a part) of this version."""
-    h5py = _h5py()
-    try:
-        handle = h5py.File(path, "r")
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{what} {path} is not a readable HDF5 file (corrupt or foreign): {error}") from error
-    found = handle.attrs.get("format")
-    if isinstance(found, bytes):
-        found = found.decode()
-    if found != FORMAT_NAME:
-        handle.close()
-        raise ValueError(f"{what} {path} is an HDF5 file but not a revdistill embedding store "
-                         f"(format attribute {found!r}, expected {FORMAT_NAME!r})")
-    version = int(handle.attrs.get("version", -1))
-    if version != FORMAT_VERSION:
-        handle.close()
-        raise ValueError(f"{what} {path} has store format version {version}; this revdistill reads "
-                         f"version {FORMAT_VERSION}")
-    return handle
-
-
-def _decode(values) -> list[str]:
-    return [value.decode() if isinstance(value, bytes) else str(value) for value in values]
-
-
-def _append(group, name: str, values: np.ndarray) -> None:
-    """Append rows to a resizable dataset, creating it on first use."""
-    values = np.asarray(values)
-    if name not in group:
-        maxshape = (None,) + values.shape[1:]
-        chunks: tuple | bool = True
-        if values.ndim == 2:  # about 1 MiB per chunk, whatever the first append's size
-            rows = max(1, min(4096, (1 << 20) // (values.itemsize * max(1, values.shape[1]))))
-            chunks = (rows, values.shape[1])
-        kwargs = {"dtype": _str_dtype()} if values.dtype.kind in "OUS" else {}
-        group.create_dataset(name, data=values, maxshape=maxshape, chunks=chunks, **kwargs)
-        return
-    dataset = group[name]
-    start = dataset.shape[0]
-    dataset.resize(start + len(values), axis=0)
-    dataset[start:] = values
 
 
 class EmbeddingStore:
@@ -129,7 +88,7 @@ class EmbeddingStore:
     Raises
     ------
     ValueError
-        ``path`` exists but is not a revdistill store (corrupt, foreign, other version).
+        ``path`` is a folder, or exists but is not a revdistill store (corrupt, foreign, other version).
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -138,7 +97,7 @@ class EmbeddingStore:
         if self.path.is_dir():
             raise ValueError(f"store path {self.path} is a directory; give a file name such as store.h5")
         if self.path.exists():
-            _open_checked(self.path, "store").close()
+            h5.open_checked(self.path, "store").close()
 
     # ------------------------------------------------------------------------------ reading
     def exists(self) -> bool:
@@ -153,14 +112,15 @@ class EmbeddingStore:
                                         f"rerun the embedding command to merge them")
             raise FileNotFoundError(f"store {self.path} does not exist yet; embed records into it first "
                                     f"(revdistill embed, or revdistill.esm.runner.LocalEmbedder)")
-        return _open_checked(self.path, "store")
+        return h5.open_checked(self.path, "store")
 
     def info(self) -> dict:
         """Models, dims, storage dtype, number of records and residues."""
         with self._read() as handle:
-            return {"path": str(self.path), "models": json.loads(handle.attrs["models"]),
-                    "dims": json.loads(handle.attrs["dims"]), "storage_dtype": str(handle.attrs["storage_dtype"]),
-                    "n_records": int(handle["ids"].shape[0]), "n_residues": int(handle["lengths"][:].sum())}
+            header = h5.read_header(handle, "store")
+            return {"path": str(self.path), "models": header["models"], "dims": header["dims"],
+                    "storage_dtype": header["storage_dtype"], "n_records": int(handle["ids"].shape[0]),
+                    "n_residues": int(h5.load(handle, "lengths").sum())}
 
     def models(self) -> list[str]:
         """Model aliases in ladder order."""
@@ -174,7 +134,7 @@ class EmbeddingStore:
     def ids(self) -> list[str]:
         """Record ids in stored order."""
         with self._read() as handle:
-            return _decode(handle["ids"][:])
+            return h5.load_strings(handle, "ids")
 
     def __len__(self) -> int:
         return self.info()["n_records"] if self.path.exists() else 0
@@ -182,12 +142,12 @@ class EmbeddingStore:
     def lengths(self) -> np.ndarray:
         """Residues embedded per record, shape (n,)."""
         with self._read() as handle:
-            return handle["lengths"][:]
+            return h5.load(handle, "lengths")
 
     def sequence_hashes(self) -> dict[str, str]:
         """``{id: sha256 hex}`` of the stored sequences."""
         with self._read() as handle:
-            return dict(zip(_decode(handle["ids"][:]), _decode(handle["hashes"][:])))
+            return dict(zip(h5.load_strings(handle, "ids"), h5.load_strings(handle, "hashes")))
 
     def pooled(self, model: str) -> tuple[list[str], np.ndarray]:
         """Mean-pooled vectors of one model.
@@ -200,19 +160,17 @@ class EmbeddingStore:
         model = self._alias(model)
         with self._read() as handle:
             self._check_model(handle, model)
-            return _decode(handle["ids"][:]), handle["pooled"][model][:].astype(np.float32)
+            return h5.load_strings(handle, "ids"), h5.load(handle, f"pooled/{model}").astype(np.float32)
 
     def moments(self, device: str = "cpu"):
         """Joint per-residue :class:`~revdistill.Moments` of every stored model (ladder order)."""
-        from revdistill.core.moments import Moments
-
         with self._read() as handle:
-            return Moments.from_state({key: handle["moments"][key][()] for key in handle["moments"]}, device=device)
+            return files.read_moments(handle, "store", device)
 
     def per_residue_ids(self) -> list[str]:
         """Ids whose per-residue values are stored."""
         with self._read() as handle:
-            return _decode(handle["per_residue/ids"][:]) if "per_residue/ids" in handle else []
+            return h5.load_strings(handle, "per_residue/ids") if "per_residue/ids" in handle else []
 
     def per_residue(self, model: str, record_id: str) -> np.ndarray:
         """Per-residue values of one record, shape (length, dim), float32.
@@ -225,14 +183,27 @@ class EmbeddingStore:
         model = self._alias(model)
         with self._read() as handle:
             self._check_model(handle, model)
-            ids = _decode(handle["per_residue/ids"][:]) if "per_residue/ids" in handle else []
+            ids = h5.load_strings(handle, "per_residue/ids") if "per_residue/ids" in handle else []
             if record_id not in ids:
                 raise KeyError(f"no per-residue values stored for record {record_id!r}; embed with "
                                f"per_residue=True or per_residue=[ids] to keep them")
             index = ids.index(record_id)
-            start = int(handle["per_residue/starts"][index])
-            length = int(handle["per_residue/lengths"][index])
-            return handle["per_residue"][model][start:start + length].astype(np.float32)
+            start = int(h5.load(handle, "per_residue/starts")[index])
+            length = int(h5.load(handle, "per_residue/lengths")[index])
+            return h5.load(handle, f"per_residue/{model}", slice(start, start + length)).astype(np.float32)
+
+    def verify(self) -> dict:
+        """Read the whole main file back and check every checksum and shape; return :meth:`info`.
+
+        Raises
+        ------
+        StoreDamagedError
+            Names the file and the first damaged dataset.
+        """
+        with self._read():
+            pass
+        files.verify_file(self.path, "store")
+        return self.info()
 
     @staticmethod
     def _alias(model: str) -> str:
@@ -242,25 +213,31 @@ class EmbeddingStore:
 
     @staticmethod
     def _check_model(handle, model: str) -> None:
-        models = json.loads(handle.attrs["models"])
+        models = h5.read_header(handle, "store")["models"]
         if model not in models:
             raise ValueError(f"model {model!r} is not in this store; it holds {models}")
 
     # ------------------------------------------------------------------------------ writing
-    def writer_lock(self):
+    def writer_lock(self, wait: bool = True):
         """Context manager holding the store's inter-process writer lock (``<path>.lock``).
 
         Writers (:meth:`revdistill.esm.runner.LocalEmbedder.embed`, :meth:`consolidate`) take turns
-        under it; readers never need it.
+        under it; it is re-entrant within a thread. Readers never need it. In a folder this process
+        cannot write, it is a no-op (nothing can be written there anyway; reading needs no lock).
+
+        Parameters
+        ----------
+        wait : bool
+            ``False``: raise :class:`revdistill._files.LockBusyError` if another writer holds it.
         """
-        return file_lock(self.path.with_name(self.path.name + ".lock"))
+        return file_lock(self.path.with_name(self.path.name + ".lock"), wait=wait, read_only_ok=True)
 
     def stored_residues(self) -> int:
         """Residues counted in the main file's moments (0 before the first commit)."""
         if not self.path.exists():
             return 0
-        with _open_checked(self.path, "store") as handle:
-            return int(handle["moments/count"][()])
+        with self._read() as handle:
+            return int(h5.load(handle, "moments/count"))
 
     def missing(self, records: Sequence[tuple[str, str]], models: Sequence[str], dims: Sequence[int],
                 storage_dtype: str) -> list[tuple[str, str, str]]:
@@ -286,16 +263,15 @@ class EmbeddingStore:
     def _stored_hashes_checked(self, aliases: list[str], dims: list[int], storage_dtype: str) -> dict[str, str]:
         if not self.path.exists():
             return {}
-        with _open_checked(self.path, "store") as handle:
-            stored_models = json.loads(handle.attrs["models"])
-            if stored_models != aliases:
-                raise ValueError(f"store {self.path} holds models {stored_models}; asked for {aliases}. "
+        with self._read() as handle:
+            header = h5.read_header(handle, "store")
+            if header["models"] != aliases:
+                raise ValueError(f"store {self.path} holds models {header['models']}; asked for {aliases}. "
                                  f"Use the same models in the same order, or another store")
-            stored_dtype = str(handle.attrs["storage_dtype"])
-            if stored_dtype != storage_dtype:
-                raise ValueError(f"store {self.path} was created with storage_dtype={stored_dtype!r}; "
+            if header["storage_dtype"] != storage_dtype:
+                raise ValueError(f"store {self.path} was created with storage_dtype={header['storage_dtype']!r}; "
                                  f"asked for {storage_dtype!r}")
-            return dict(zip(_decode(handle["ids"][:]), _decode(handle["hashes"][:])))
+            return dict(zip(h5.load_strings(handle, "ids"), h5.load_strings(handle, "hashes")))
 
     def _pending_parts(self) -> list[Path]:
         if not self.parts_dir.is_dir():
@@ -303,149 +279,130 @@ class EmbeddingStore:
         return sorted(path for path in self.parts_dir.glob("part-*.h5"))
 
     def write_part(self, name: str, result, hashes: list[str], storage_dtype: str) -> Path:
-        """Write one complete part under a temporary name and rename it into place (atomic)."""
-        h5py = _h5py()
-        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        """Write one complete part under a temporary name, check it, and rename it into place (atomic).
+
+        Raises
+        ------
+        OSError
+            The folder is not writable or the disk is full; no part file is left behind.
+        """
+        if storage_dtype not in _STORAGE_DTYPES:
+            raise ValueError(f"storage_dtype={storage_dtype!r} must be one of {_STORAGE_DTYPES}")
         final = self.parts_dir / f"{name}.h5"
         temporary = self.parts_dir / f".{name}.h5.tmp"
-        models = list(result.pooled)
-        with h5py.File(temporary, "w") as handle:
-            self._write_header(handle, models, [result.pooled[m].shape[1] for m in models], storage_dtype)
-            handle.create_dataset("ids", data=np.array(result.ids, dtype=object), dtype=_str_dtype())
-            handle.create_dataset("hashes", data=np.array(hashes, dtype=object), dtype=_str_dtype())
-            handle.create_dataset("lengths", data=result.lengths.astype(np.int64))
-            for model in models:
-                handle.create_dataset(f"pooled/{model}", data=result.pooled[model].astype(storage_dtype))
-            for key, value in result.moments.to_state().items():
-                handle.create_dataset(f"moments/{key}", data=value)
-            kept = [record_id for record_id in result.ids if record_id in result.per_residue.get(models[0], {})]
-            if kept:
-                lengths = np.array([len(result.per_residue[models[0]][i]) for i in kept], dtype=np.int64)
-                handle.create_dataset("per_residue/ids", data=np.array(kept, dtype=object), dtype=_str_dtype())
-                handle.create_dataset("per_residue/starts", data=np.concatenate([[0], np.cumsum(lengths)[:-1]]))
-                handle.create_dataset("per_residue/lengths", data=lengths)
-                for model in models:
-                    values = np.concatenate([result.per_residue[model][i] for i in kept]).astype(storage_dtype)
-                    handle.create_dataset(f"per_residue/{model}", data=values)
-        _fsync(temporary)
-        os.replace(temporary, final)
-        _fsync_dir(self.parts_dir)
+        try:
+            self.parts_dir.mkdir(parents=True, exist_ok=True)
+            arrays = [*result.pooled.values(), *result.moments.to_state().values(), result.ids, hashes,
+                      *(values for per_model in result.per_residue.values() for values in per_model.values())]
+            h5.ensure_space(self.parts_dir, h5.space_for_arrays(arrays), f"part file {final.name}")
+            with h5.writing(temporary) as handle:
+                files.write_result(handle, result, hashes, storage_dtype)
+            fsync_file(temporary)
+            files.verify_file(temporary, "new part file")  # never rename a file that does not read back whole
+            os.replace(temporary, final)
+        except BaseException as error:
+            with contextlib.suppress(OSError):  # never mask the error being reported
+                temporary.unlink(missing_ok=True)
+            friendly = _friendly_write_error(error, self.path, f"writing part file {final.name}")
+            if friendly is error:
+                raise
+            raise friendly from error
+        fsync_dir(self.parts_dir)
         return final
 
-    @staticmethod
-    def _write_header(handle, models: list[str], dims: list[int], storage_dtype: str) -> None:
-        handle.attrs["format"] = FORMAT_NAME
-        handle.attrs["version"] = FORMAT_VERSION
-        handle.attrs["models"] = json.dumps(models)
-        handle.attrs["dims"] = json.dumps([int(d) for d in dims])
-        handle.attrs["storage_dtype"] = storage_dtype
+    def consolidate(self, *, wait: bool = True) -> int:
+        """Merge pending part files into the main file (atomically); return how many were merged.
 
-    def consolidate(self) -> int:
-        """Merge pending part files into the main file (atomically); return how many were merged."""
-        self._remove_stale_temporaries()
-        parts = self._pending_parts()
-        if not parts:
-            return 0
-        absorbed: set[str] = set()
-        if self.path.exists():
-            with _open_checked(self.path, "store") as handle:
-                absorbed = set(_decode(handle["absorbed"][:])) if "absorbed" in handle else set()
-        leftovers = [part for part in parts if part.name in absorbed]
-        for part in leftovers:  # merged before a crash, not yet deleted
-            part.unlink()
-        parts = [part for part in parts if part.name not in absorbed]
-        if not parts:
-            return 0
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        Takes the writer lock (re-entrant, so a writer holding it may call this), so a part another
+        process is writing is never touched. Damaged parts are set aside (``*.corrupt``, logged).
+
+        Parameters
+        ----------
+        wait : bool
+            ``False``: raise :class:`revdistill._files.LockBusyError` instead of waiting for a writer.
+
+        Raises
+        ------
+        StoreDamagedError
+            The main file is damaged (it is left as it is).
+        OSError
+            The disk filled up or the folder is not writable; the store and its parts are unchanged.
+        """
+        with self.writer_lock(wait=wait):
+            return self._consolidate_unlocked()
+
+    def _consolidate_unlocked(self) -> int:
+        """:meth:`consolidate` for a caller that holds the writer lock."""
+        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
         try:
-            self._merge_into(temporary, parts)
-            _fsync(temporary)
+            self._remove_stale_temporaries()
+            parts = self._pending_parts()
+            if not parts:
+                return 0
+            absorbed: set[str] = set()
+            if self.path.exists():
+                with self._read() as handle:
+                    absorbed = set(h5.load_strings(handle, "absorbed")) if "absorbed" in handle else set()
+            for part in [part for part in parts if part.name in absorbed]:  # merged before a crash, not deleted
+                part.unlink()
+            parts = [part for part in parts if part.name not in absorbed and self._intact(part)]
+            if not parts:
+                return 0
+            main = self.path if self.path.exists() else None
+            with h5.open_checked(parts[0], "part file") as handle:
+                dims = h5.read_header(handle, "part file")["dims"]
+            h5.ensure_space(self.path.parent, h5.space_for_merge(main, parts, dims),
+                            f"merging {len(parts)} part file(s)")
+            files.merge(main, parts, temporary)
+            fsync_file(temporary)
+            files.verify_file(temporary, "merged copy", read_values=False)  # never install what does not read back
             os.replace(temporary, self.path)
-            _fsync_dir(self.path.parent)
-        finally:
-            if temporary.exists():
-                temporary.unlink()
+        except BaseException as error:
+            with contextlib.suppress(OSError):  # never mask the error being reported
+                temporary.unlink(missing_ok=True)
+            friendly = _friendly_write_error(error, self.path, "merging part files")
+            if friendly is error:
+                raise
+            raise friendly from error
+        fsync_dir(self.path.parent)
         for part in parts:
             part.unlink()
         logger.info("merged %d part file(s) into %s", len(parts), self.path)
         return len(parts)
 
+    def _intact(self, part: Path) -> bool:
+        """Verify a part; set a damaged one aside as ``<part>.corrupt`` (never deleted) and say so."""
+        try:
+            files.verify_file(part, "part file")
+            return True
+        except ValueError as error:
+            aside = part.with_name(part.name + ".corrupt")
+            os.replace(part, aside)
+            logger.warning("%s; set aside as %s (its records will be embedded again)", error, aside.name)
+            return False
+
     def _remove_stale_temporaries(self) -> None:
-        """Delete half-written files left by a killed writer (never renamed into place, so never read)."""
+        """Delete half-written files left by a killed writer (never renamed into place, so never read).
+
+        Called with the writer lock held: no other writer can be writing them.
+        """
         stale = list(self.path.parent.glob(f".{self.path.name}.*.tmp"))
         if self.parts_dir.is_dir():
             stale += list(self.parts_dir.glob(".part-*.h5.tmp"))
         for path in stale:
             path.unlink(missing_ok=True)
 
-    def _merge_into(self, target: Path, parts: list[Path]) -> None:
-        from revdistill.core.moments import Moments
 
-        h5py = _h5py()
-        with h5py.File(target, "w") as out:
-            moments = None
-            ids: set[str] = set()
-            if self.path.exists():
-                with _open_checked(self.path, "store") as main:
-                    for key, value in main.attrs.items():
-                        out.attrs[key] = value
-                    for key in main:
-                        if key != "moments":
-                            main.copy(main[key], out, name=key)
-                    moments = Moments.from_state({k: main["moments"][k][()] for k in main["moments"]})
-                    ids = set(_decode(main["ids"][:]))
-            for part in parts:
-                with _open_checked(part, "part file") as handle:
-                    if "format" not in out.attrs:
-                        for key, value in handle.attrs.items():
-                            out.attrs[key] = value
-                    elif handle.attrs["models"] != out.attrs["models"]:
-                        raise ValueError(f"part file {part} holds models {handle.attrs['models']}, the store "
-                                         f"{out.attrs['models']}; delete the part file")
-                    part_ids = _decode(handle["ids"][:])
-                    clash = ids.intersection(part_ids)
-                    if clash:
-                        raise ValueError(f"part file {part} repeats stored ids ({sorted(clash)[:5]}); two "
-                                         f"writers used this store at once. Delete the part file and rerun")
-                    ids.update(part_ids)
-                    self._append_part(out, handle)
-                    part_moments = Moments.from_state({k: handle["moments"][k][()] for k in handle["moments"]})
-                    moments = part_moments if moments is None else moments.merge(part_moments)
-                _append(out, "absorbed", np.array([part.name], dtype=object))
-            if "moments" in out:
-                del out["moments"]
-            for key, value in moments.to_state().items():
-                out.create_dataset(f"moments/{key}", data=value)
-
-    @staticmethod
-    def _append_part(out, part) -> None:
-        models = json.loads(part.attrs["models"])
-        for key in ("ids", "hashes", "lengths"):
-            _append(out, key, part[key][:])
-        for model in models:
-            _append(out, f"pooled/{model}", part["pooled"][model][:])
-        if "per_residue/ids" in part:
-            offset = 0
-            if "per_residue/lengths" in out:
-                offset = int(out["per_residue/starts"][-1] + out["per_residue/lengths"][-1])
-            _append(out, "per_residue/ids", part["per_residue/ids"][:])
-            _append(out, "per_residue/starts", part["per_residue/starts"][:] + offset)
-            _append(out, "per_residue/lengths", part["per_residue/lengths"][:])
-            for model in models:
-                _append(out, f"per_residue/{model}", part["per_residue"][model][:])
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb+") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        descriptor = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+def _friendly_write_error(error: BaseException, store: Path, doing: str) -> BaseException:
+    """A full disk or an unwritable folder as one clear OSError naming the store; other errors as they are."""
+    if isinstance(error, OSError) and error.errno is not None and error.strerror != os.strerror(error.errno):
+        return error  # already says what happened, in our words
+    if h5.is_disk_full(error):
+        return OSError(errno.ENOSPC, f"no space left on the device of store {store} while {doing}; nothing "
+                                     f"was changed (the partial file was removed). Free some space and rerun "
+                                     f"the same command", str(store))
+    if isinstance(error, OSError) and error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return PermissionError(error.errno, f"store {store} is read-only here ({error.strerror}) while {doing}; "
+                                            f"readers can still read it, but only its owner can add to it",
+                               str(store))
+    return error

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,13 +11,16 @@ import pandas as pd
 
 from revdistill.proteingym.data import load_reference, find_assay_csv, read_csv_checked, _unknown_assay
 from revdistill.proteingym.folds import N_FOLDS, SCHEMES, generate_folds
-from revdistill.proteingym.mutants import apply_mutant, check_mutants, mutant_positions, parse_mutant
+from revdistill.proteingym.mutants import MUTANT_SYNTAX, apply_mutant, check_mutants, mutant_positions, parse_mutant
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Assay", "read_assay", "MIN_VARIANTS"]
+__all__ = ["Assay", "read_assay", "MIN_VARIANTS", "MAX_ABS_SCORE"]
 
 MIN_VARIANTS = 2 * N_FOLDS
+#: Largest magnitude a DMS score may have: far beyond any assay, far below float64 overflow of the squares
+#: and sums a probe computes (a score of 1e308 would turn every metric into NaN).
+MAX_ABS_SCORE = 1e100
 
 
 @dataclass
@@ -76,16 +80,87 @@ def _resolve_assay_source(id_or_csv, data_dir, reference):
     return text, path, member, f"{label}:{path.name}", reference.loc[text]
 
 
-def _infer_target(variants: pd.DataFrame, dms_id: str) -> str:
-    """Wild type from the first single mutant's mutated_sequence (for CSVs absent from the reference)."""
+def _infer_target(variants: pd.DataFrame, parsed: list, where: str) -> str:
+    """Wild type by majority over every single mutant's ``mutated_sequence`` with its substitution undone.
+
+    One row that disagrees (a wrong wild type, a wrong sequence) is outvoted and then reported by the
+    checks that follow, naming that row, instead of making every other row look wrong.
+    """
     if "mutated_sequence" not in variants.columns:
-        raise ValueError(f"{dms_id} is not in the reference file and has no mutated_sequence column: cannot know the target sequence")
-    singles = variants[~variants["mutant"].str.contains(":")]
-    if singles.empty:
-        raise ValueError(f"{dms_id}: no single mutants to infer the target sequence from")
-    wild, position, _ = parse_mutant(singles["mutant"].iloc[0])[0]
-    sequence = singles["mutated_sequence"].iloc[0]
-    return sequence[: position - 1] + wild + sequence[position:]
+        raise ValueError(f"{where} is not in the reference file and has no mutated_sequence column: the target "
+                         f"sequence cannot be known; add a mutated_sequence column")
+    votes: Counter = Counter()
+    for mutations, sequence in zip(parsed, variants["mutated_sequence"].tolist()):
+        if len(mutations) != 1 or not isinstance(sequence, str):
+            continue
+        wild, position, new = mutations[0]
+        if position <= len(sequence) and sequence[position - 1] == new:
+            votes[sequence[: position - 1] + wild + sequence[position:]] += 1
+    if not votes:
+        raise ValueError(f"{where}: no single mutant whose mutated_sequence carries its substitution: cannot infer "
+                         f"the target sequence")
+    ranked = votes.most_common(2)
+    if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
+        raise ValueError(f"{where}: the single mutants disagree on the target sequence ({len(votes)} different "
+                         f"wild types, none in the majority); check the mutant and mutated_sequence columns")
+    return ranked[0][0]
+
+
+def _lines_text(lines: np.ndarray, limit: int = 10) -> str:
+    shown = ", ".join(str(int(line)) for line in lines[:limit])
+    return f"CSV line(s) {shown}" + (f", ... ({len(lines)} in all)" if len(lines) > limit else "")
+
+
+def _check_mutant_column(variants: pd.DataFrame, lines: np.ndarray, where: str) -> list:
+    """Parse every mutant; refuse blanks, padding and malformed strings naming the CSV lines."""
+    raw = variants["mutant"]
+    blank = raw.isna().to_numpy() | (raw.astype(str).str.strip() == "").to_numpy()
+    if blank.any():
+        raise ValueError(f"{where}: column 'mutant' is empty at {_lines_text(lines[blank])}; allowed: {MUTANT_SYNTAX}")
+    parsed, bad = [], []
+    for line, mutant in zip(lines, raw.astype(str).tolist()):
+        try:
+            parsed.append(parse_mutant(mutant))
+        except ValueError:
+            parsed.append(None)
+            bad.append(f"{mutant!r} (CSV line {line})")
+    if bad:
+        shown = ", ".join(bad[:10]) + (f", ... ({len(bad)} in all)" if len(bad) > 10 else "")
+        raise ValueError(f"{where}: column 'mutant' has {len(bad)} value(s) that are not mutations: {shown}; "
+                         f"allowed: {MUTANT_SYNTAX}")
+    return parsed
+
+
+def _check_scores(variants: pd.DataFrame, lines: np.ndarray, where: str) -> np.ndarray:
+    raw = variants["DMS_score"]
+    scores = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+    missing = np.isnan(scores)
+    if missing.any():
+        examples = ", ".join("empty" if pd.isna(value) else repr(value) for value in raw[missing].tolist()[:5])
+        raise ValueError(f"{where}: column 'DMS_score' is missing or not a number at {_lines_text(lines[missing])} "
+                         f"(values {examples}); allowed: finite numbers")
+    huge = ~(np.abs(scores) < MAX_ABS_SCORE)
+    if huge.any():
+        examples = ", ".join(repr(value) for value in scores[huge].tolist()[:5])
+        raise ValueError(f"{where}: column 'DMS_score' is infinite or too large at {_lines_text(lines[huge])} "
+                         f"(values {examples}); allowed: finite numbers with |score| < {MAX_ABS_SCORE:g}")
+    return scores
+
+
+def _official_folds(variants: pd.DataFrame, lines: np.ndarray, scheme: str, where: str) -> np.ndarray:
+    """A fold column as int64: every cell an integer 0..N_FOLDS-1, else an error naming the column and lines."""
+    raw = variants[scheme]
+    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+    allowed = f"allowed: whole numbers 0 to {N_FOLDS - 1} in every row (or drop the column to generate the folds)"
+    blank = raw.isna().to_numpy()
+    if blank.any():
+        raise ValueError(f"{where}: column {scheme!r} is empty at {_lines_text(lines[blank])}; {allowed}")
+    wrong = np.isnan(values) | (values != np.round(values)) | (values < 0) | (values > N_FOLDS - 1)
+    if wrong.any():
+        examples = ", ".join(repr(value) for value in raw[wrong].tolist()[:5])
+        raise ValueError(f"{where}: column {scheme!r} has invalid folds at {_lines_text(lines[wrong])} "
+                         f"(values {examples}); {allowed}")
+    return values.astype(np.int64)
 
 
 def read_assay(
@@ -102,7 +177,8 @@ def read_assay(
     id_or_csv : str or Path
         A ProteinGym ``DMS_id`` (looked up in the reference and the data folder) or a CSV path with at
         least ``mutant`` and ``DMS_score`` columns. A CSV whose stem is a ``DMS_id`` of the reference
-        is checked against that target; otherwise the target is inferred from its first single mutant.
+        is checked against that target; otherwise the target is the wild type most single mutants agree
+        on (their ``mutated_sequence`` with the substitution undone).
     data_dir : str or Path, optional
         See :func:`resolve_data_dir`.
     reference : DataFrame, optional
@@ -117,8 +193,11 @@ def read_assay(
     ------
     UnknownAssayError, FileNotFoundError, ValueError
         Unknown id (close matches listed), missing data (what to put where), malformed CSV, missing
-        columns, non-numeric scores, duplicated mutants, wild-type mismatches (offenders listed),
-        mutated_sequence disagreeing with the mutant, too few variants or positions for 5 folds.
+        columns, blank/padded/malformed mutants, missing, non-numeric, infinite or huge
+        (``|score| >= MAX_ABS_SCORE``) scores, duplicated mutants, wild-type mismatches,
+        mutated_sequence disagreeing with the mutant, fold columns with blank, fractional or
+        out-of-range cells, too few variants or positions for 5 folds. Each message names the
+        file, the column, the 1-based CSV lines and what is allowed.
     """
     if reference is None:
         try:
@@ -128,46 +207,51 @@ def read_assay(
                 raise
             logger.info("no reference file: the target of %s is inferred from its variants", id_or_csv)
     dms_id, path, member, source, row = _resolve_assay_source(id_or_csv, data_dir, reference)
+    where = f"assay {dms_id} ({source})"
     variants = read_csv_checked(path, what=f"assay {dms_id}", member=member)
     missing = [c for c in ("mutant", "DMS_score") if c not in variants.columns]
     if missing:
-        raise ValueError(f"assay {dms_id} ({source}) lacks column(s) {missing}; has {list(variants.columns)}")
-    variants = variants.copy()
+        raise ValueError(f"{where} lacks column(s) {missing}; has {list(variants.columns)}")
+    variants = variants.reset_index(drop=True)
+    lines = np.arange(len(variants)) + 2  # 1-based CSV lines; line 1 is the header
+    parsed = _check_mutant_column(variants, lines, where)
     variants["mutant"] = variants["mutant"].astype(str)
-    scores = pd.to_numeric(variants["DMS_score"], errors="coerce")
-    if scores.isna().any():
-        bad = variants["mutant"][scores.isna()].tolist()
-        raise ValueError(f"assay {dms_id}: DMS_score is missing or not a number for {len(bad)} variant(s): {bad[:10]}")
-    variants["DMS_score"] = scores.astype(float)
-    if variants["mutant"].duplicated().any():
-        raise ValueError(f"assay {dms_id}: duplicated mutants {variants['mutant'][variants['mutant'].duplicated()].tolist()[:10]}")
-    target = str(row["target_seq"]) if row is not None else _infer_target(variants, dms_id)
-    check_mutants(variants["mutant"].tolist(), target, dms_id)
+    variants["DMS_score"] = _check_scores(variants, lines, where)
+    duplicated = variants["mutant"].duplicated(keep=False).to_numpy()
+    if duplicated.any():
+        examples = sorted(set(variants["mutant"][duplicated]))[:10]
+        raise ValueError(f"{where}: column 'mutant' repeats {examples} at {_lines_text(lines[duplicated])}; "
+                         f"allowed: each variant once")
+    target = str(row["target_seq"]) if row is not None else _infer_target(variants, parsed, where)
+    check_mutants(variants["mutant"].tolist(), target, where, lines=lines.tolist())
     expected = [apply_mutant(target, m) for m in variants["mutant"]]
     if "mutated_sequence" in variants.columns:
-        wrong = variants["mutant"][variants["mutated_sequence"].astype(str).to_numpy() != np.array(expected)].tolist()
-        if wrong:
-            raise ValueError(f"assay {dms_id}: mutated_sequence disagrees with target + mutant for "
-                             f"{len(wrong)} variant(s): {wrong[:10]}")
+        wrong = variants["mutated_sequence"].astype(str).to_numpy() != np.array(expected)
+        if wrong.any():
+            mutants = variants["mutant"][wrong].tolist()
+            raise ValueError(f"{where}: column 'mutated_sequence' disagrees with target + mutant at "
+                             f"{_lines_text(lines[wrong])} ({len(mutants)} variant(s): {mutants[:10]}); allowed: the "
+                             f"target sequence with the mutant's substitutions")
     variants["mutated_sequence"] = expected
     if "DMS_score_bin" not in variants.columns:
         variants["DMS_score_bin"] = np.nan
     if singles_only:
-        variants = variants[~variants["mutant"].str.contains(":")].reset_index(drop=True)
+        keep = ~variants["mutant"].str.contains(":").to_numpy()
+        variants, lines = variants[keep].reset_index(drop=True), lines[keep]
     if len(variants) < MIN_VARIANTS:
-        raise ValueError(f"assay {dms_id}: {len(variants)} variant(s) after filtering; 5-fold CV needs at least {MIN_VARIANTS}")
+        raise ValueError(f"{where}: {len(variants)} variant(s) after filtering; 5-fold CV needs at least {MIN_VARIANTS}")
     variants["position"] = mutant_positions(variants["mutant"].tolist())
     fold_source = {}
     for scheme in SCHEMES:
-        if scheme in variants.columns and variants[scheme].notna().all():
-            variants[scheme] = variants[scheme].astype(np.int64)
+        if scheme in variants.columns:
+            variants[scheme] = _official_folds(variants, lines, scheme, where)
             fold_source[scheme] = "official"
         else:
             variants[scheme] = generate_folds(variants["position"], scheme, seed=seed)
             fold_source[scheme] = "generated"
         counts = np.bincount(variants[scheme], minlength=N_FOLDS)
         if len(counts) != N_FOLDS or (counts == 0).any():
-            raise ValueError(f"assay {dms_id}: {scheme} ({fold_source[scheme]}) has fold sizes "
+            raise ValueError(f"{where}: {scheme} ({fold_source[scheme]}) has fold sizes "
                              f"{counts.tolist()}; each of the {N_FOLDS} folds needs variants")
     columns = ["mutant", "mutated_sequence", "DMS_score", "DMS_score_bin", "position", *SCHEMES]
     return Assay(

@@ -131,7 +131,8 @@ def test_wild_type_mismatch_lists_the_offenders(proteingym_dir, tmp_path, refere
         frame.loc[[3, 7], "mutant"] = ["W26D", "W26E"]  # position 26 is A in PIN1's target
         return frame
     path = _write_pin1(proteingym_dir, tmp_path / f"{PIN1}.csv", corrupt)
-    with pytest.raises(ValueError, match=r"2 mutant\(s\) do not match.*W26D \(position 26 is A\), W26E"):
+    with pytest.raises(ValueError, match=r"2 mutant\(s\) do not match.*W26D \(position 26 is A; CSV line 5\), "
+                                         r"W26E \(position 26 is A; CSV line 9\)"):
         pg.read_assay(path, reference=reference)
 
 
@@ -140,7 +141,7 @@ def test_mutated_sequence_disagreeing_with_mutant(proteingym_dir, tmp_path, refe
         frame.loc[0, "mutated_sequence"] = frame.loc[1, "mutated_sequence"]
         return frame
     path = _write_pin1(proteingym_dir, tmp_path / f"{PIN1}.csv", corrupt)
-    with pytest.raises(ValueError, match="mutated_sequence disagrees.*A26D"):
+    with pytest.raises(ValueError, match=r"'mutated_sequence' disagrees .* CSV line\(s\) 2 .*A26D"):
         pg.read_assay(path, reference=reference)
 
 
@@ -153,7 +154,7 @@ def test_missing_column_and_bad_scores(proteingym_dir, tmp_path, reference):
         frame.loc[5, "DMS_score"] = "n/a"
         return frame
     path = _write_pin1(proteingym_dir, tmp_path / "b.csv", text_score)
-    with pytest.raises(ValueError, match="not a number for 1 variant"):
+    with pytest.raises(ValueError, match=r"column 'DMS_score' is missing or not a number at CSV line\(s\) 7 \(values empty\)"):
         pg.read_assay(path, reference=reference)
 
 
