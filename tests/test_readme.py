@@ -11,10 +11,11 @@ def python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
 
 
-def test_readme_snippets_run(tmp_path, monkeypatch):
+def test_readme_snippets_run(tmp_path, monkeypatch, tiny_cache):
     blocks = python_blocks()
     assert blocks, "README has no python snippets"
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REVDISTILL_CACHE", str(tiny_cache))  # the tiny reference ladders, fitted once
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {"__name__": "__readme__"})
 
