@@ -33,6 +33,7 @@ EXTRA_LETTERS = "XBZUO"
 _ALLOWED = frozenset(AMINO_ACIDS + EXTRA_LETTERS)
 #: Exact characters accepted in a sequence, mapped to the stored (upper-case) letter.
 _LETTER = {**{c: c for c in _ALLOWED}, **{c.lower(): c for c in _ALLOWED}}
+_DROP_ALLOWED = str.maketrans("", "", "".join(_ALLOWED))
 _COMPRESSED = ((b"\x1f\x8b", "gzip", gzip.open), (b"BZh", "bzip2", bz2.open), (b"\xfd7zXZ\x00", "xz", lzma.open))
 _FOREIGN = ((b"\x89HDF\r\n\x1a\n", "is an HDF5 file, not a FASTA file"),
             (b"PK\x03\x04", "is a zip archive (unzip it first), not a FASTA file"),
@@ -212,14 +213,13 @@ def validate_records(records: Iterable[tuple[str, str]] | Mapping[str, str]) -> 
         seen[record_id] = index
         if not sequence:
             raise _RecordError(f"record {record_id!r} has an empty sequence", index)
-        try:
-            upper = "".join([_LETTER[letter] for letter in sequence])
-        except KeyError:
+        upper = sequence.upper() if sequence.isascii() else ""  # ASCII: upper-casing is letter for letter
+        if not upper or upper.translate(_DROP_ALLOWED):
             position, letter = next((i, c) for i, c in enumerate(sequence, start=1) if c not in _LETTER)
             hint = " (a stop codon: remove it)" if letter == "*" and position == len(sequence) else ""
             raise _RecordError(
                 f"record {record_id!r} has invalid character {letter!r} at position {position} "
                 f"(U+{ord(letter):04X}){hint}; allowed: {AMINO_ACIDS} and {EXTRA_LETTERS} (tokens of fair-esm's "
-                f"alphabet), in upper or lower case", index, position) from None
+                f"alphabet), in upper or lower case", index, position)
         clean.append((record_id, upper))
     return clean
