@@ -37,11 +37,12 @@ def register(subparsers) -> None:
 
 def run_fit(args: argparse.Namespace) -> int:
     """Run ``revdistill fit``; return the exit status."""
-    from revdistill.cli.options import check_output
+    from revdistill.cli.common import check_output
 
     out = args.out if args.out.suffix == ".npz" else args.out.with_name(args.out.name + ".npz")
     naive_out = out.with_name(out.stem + ".naive.npz")
-    check_output(out, inputs=[args.store] if args.store else [], kind="npz")
+    check_output(out, inputs=[args.store], kind="ladder")
+    check_output(naive_out, inputs=[args.store], kind="naive")
     if args.store is not None:
         ladder, naive, label = _fit_store(args)
     else:

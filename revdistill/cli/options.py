@@ -6,8 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any, Sequence
 
+from revdistill._files import write_atomically
+
 __all__ = ["add_ladder_arguments", "add_embedding_arguments", "embed_options", "reference_ladders", "corpus_of",
-           "split_list", "check_output", "write_csv"]
+           "write_csv"]
 
 FIT_ON_CHOICES = ("nested", "raw", "both")
 
@@ -33,7 +35,7 @@ def add_ladder_arguments(parser: argparse.ArgumentParser) -> None:
 def add_embedding_arguments(parser: argparse.ArgumentParser) -> None:
     """``--device``, ``--dtype``, ``--long-sequences``, ``--weights-dir``, ``--progress``."""
     group = parser.add_argument_group("embedding")
-    group.add_argument("--device", default="cpu", help="torch device for embedding (cpu, cuda, cuda:1)")
+    group.add_argument("--device", default="cpu", help="torch device for embedding (cpu, cuda, cuda:1, mps)")
     group.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"), help="embedding precision")
     group.add_argument("--long-sequences", default="window", choices=("window", "truncate", "error"),
                        help="sequences over 1022 residues: overlapping windows (default), truncate, or error")
@@ -43,10 +45,11 @@ def add_embedding_arguments(parser: argparse.ArgumentParser) -> None:
 
 def embed_options(args: argparse.Namespace):
     """:class:`~revdistill.esm.runner.EmbedOptions` from the embedding arguments."""
+    from revdistill.cli.common import check_device
     from revdistill.esm.runner import EmbedOptions
 
-    return EmbedOptions(device=args.device, dtype=args.dtype, long_sequences=args.long_sequences,
-                        weights_dir=args.weights_dir)
+    return EmbedOptions(device=check_device(args.device), dtype=args.dtype, long_sequences=args.long_sequences,
+                        weights_dir=args.weights_dir, progress=args.progress)
 
 
 def corpus_of(text: str, tasks: Sequence[Any] = ()):
@@ -90,49 +93,8 @@ def reference_ladders(args: argparse.Namespace, models: tuple[str, ...], embedde
                              embedder=embedder) for fit_on in conventions]
 
 
-def split_list(text: str, what: str, allowed: Sequence[str] | None = None) -> list[str]:
-    """Items of a comma-separated argument: none empty, none repeated, each in ``allowed``."""
-    items = [item.strip() for item in str(text).split(",")]
-    if not all(items):
-        raise ValueError(f"{what}={text!r} has an empty item; give a comma-separated list")
-    repeated = sorted({item for item in items if items.count(item) > 1})
-    if repeated:
-        raise ValueError(f"{what}={text!r} repeats {repeated}")
-    if allowed is not None:
-        unknown = [item for item in items if item not in allowed]
-        if unknown:
-            raise ValueError(f"{what}={text!r}: {unknown} unknown; choose from {','.join(allowed)}")
-    return items
-
-
-def check_output(path: Path, *, inputs: Sequence[Path], kind: str) -> None:
-    """Refuse an output that is an input, a directory, or an existing file of another kind."""
-    path = Path(path)
-    resolved = path.resolve()
-    for source in inputs:
-        if Path(source).exists() and Path(source).resolve() == resolved:
-            raise ValueError(f"--out {path} is also an input ({source}); choose another file name")
-    if path.is_dir():
-        raise ValueError(f"--out {path} is a directory; give a file name")
-    if kind == "csv" and path.exists():
-        head = path.read_bytes()[:200].decode("utf-8", errors="replace")
-        if not head.startswith("assay,scheme,"):
-            raise ValueError(f"--out {path} exists and is not a results table written by revdistill; "
-                             f"refusing to replace it")
-
-
-def write_csv(table: Any, path: Path) -> None:
-    """Write a table atomically (temporary file, then rename)."""
-    import os
-    import tempfile
-
+def write_csv(table: Any, path: Path) -> Path:
+    """Write a results table all at once or not at all (:func:`revdistill._files.write_atomically`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            table.to_csv(stream, index=False)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    return write_atomically(path, lambda temporary: table.to_csv(temporary, index=False))

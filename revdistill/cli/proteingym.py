@@ -17,8 +17,9 @@ import logging
 import sys
 from pathlib import Path
 
+from revdistill.cli.common import check_output, split_list
 from revdistill.cli.options import (add_embedding_arguments, add_ladder_arguments, embed_options, reference_ladders,
-                                    split_list)
+                                    write_csv)
 
 logger = logging.getLogger(__name__)
 
@@ -121,13 +122,13 @@ def _run(args: argparse.Namespace, assays: list[str], protocol) -> int:
     from revdistill.experiment.pipeline import run_experiment
     from revdistill.experiment.tasks import read_task
     from revdistill.proteingym import load_reference
-    from revdistill.cli.options import check_output, write_csv
-
     models = resolve_models(args.models)
     options = embed_options(args)
     store_path = args.store or default_store(models, options.numerics())
     inputs = [Path(a) for a in assays if Path(a).exists()]
-    check_output(args.out, inputs=inputs + [store_path], kind="csv")
+    check_output(args.out, inputs=inputs + [store_path, args.ladder], kind="csv", suffixes=(".csv",))
+    if store_path.exists():
+        check_output(store_path, inputs=inputs, kind="store", what="--store")
     reference = None if all(a.endswith(".csv") for a in assays) else load_reference(args.data_dir)
     tasks = [read_task(assay, protocol, data_dir=args.data_dir, reference=reference) for assay in assays]
     embedder = LocalEmbedder(options)
