@@ -94,6 +94,8 @@ BAD_ASSAYS = [
     ("no mutated_sequence", lambda f: f.drop(columns=["mutated_sequence"]),
      r"is not in the reference file and has no mutated_sequence column"),
     ("too few variants", lambda f: f.head(6), r"6 variant\(s\) after filtering; 5-fold CV needs at least 10"),
+    ("constant scores", lambda f: f.assign(DMS_score=0.25), r"column 'DMS_score' has one value \(0.25\) for all 40 "
+                                                            r"variants: there is nothing to predict"),
 ]
 
 
