@@ -1,4 +1,5 @@
-"""File helpers shared by every layer: pickle-free npz files with JSON metadata, atomic writes, an inter-process lock."""
+"""File helpers shared by every layer: pickle-free npz files with JSON metadata, atomic writes, a re-entrant
+inter-process lock."""
 from __future__ import annotations
 
 import contextlib

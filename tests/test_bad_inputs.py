@@ -123,7 +123,8 @@ def test_damaged_saved_files_are_one_clear_error(saved, tmp_path, name, how, mes
     (meta(lambda found: found.pop("params")), r"ladder metadata lacks 'params'; the file is damaged"),
     (meta(lambda found: found.pop("steps")), r"ladder metadata lacks 'steps'"),
     (meta(lambda found: found.update(format="revdistill-naive")), r"its metadata says format='revdistill-naive'"),
-    (lambda state: state.update(step0__coef_=state["step0__coef_"][:, :3]), r"maps 3 -> 7 dims; the levels need 8 -> 12"),
+    (lambda state: state.update(step0__coef_=state["step0__coef_"][:, :3]),
+     r"maps 3 -> 7 dims; the levels need 8 -> 12"),
     (lambda state: state.update(step0__coef_=np.array(["a", "b"])), r"could not convert string to float"),
 ])
 def test_ladder_files_with_wrong_content(saved, tmp_path, edit, message):

@@ -239,11 +239,12 @@ def read_assay(
         keep = ~variants["mutant"].str.contains(":").to_numpy()
         variants, lines = variants[keep].reset_index(drop=True), lines[keep]
     if len(variants) < MIN_VARIANTS:
-        raise ValueError(f"{where}: {len(variants)} variant(s) after filtering; 5-fold CV needs at least {MIN_VARIANTS}")
+        raise ValueError(f"{where}: {len(variants)} variant(s) after filtering; 5-fold CV needs at least "
+                         f"{MIN_VARIANTS}")
     if variants["DMS_score"].nunique() < 2:
-        raise ValueError(f"{where}: column 'DMS_score' has one value ({float(variants['DMS_score'].iloc[0])!r}) for all "
-                         f"{len(variants)} variants: there is nothing to predict and every metric would be empty; "
-                         f"allowed: scores that vary")
+        value = float(variants["DMS_score"].iloc[0])
+        raise ValueError(f"{where}: column 'DMS_score' has one value ({value!r}) for all {len(variants)} variants: "
+                         f"there is nothing to predict and every metric would be empty; allowed: scores that vary")
     variants["position"] = mutant_positions(variants["mutant"].tolist())
     fold_source = {}
     for scheme in SCHEMES:

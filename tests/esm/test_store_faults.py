@@ -118,7 +118,8 @@ def test_a_damaged_part_is_set_aside_and_its_records_embedded_again(tmp_path, ca
     with caplog.at_level(logging.WARNING, logger="revdistill.esm.store"):
         added = embed_into(store, data, MODELS)
     assert added == 3  # the damaged part's records, embedded again
-    assert f"part file {part} is damaged: pooled/tiny-32" in caplog.text and f"set aside as {part.name}.corrupt" in caplog.text
+    assert f"part file {part} is damaged: pooled/tiny-32" in caplog.text
+    assert f"set aside as {part.name}.corrupt" in caplog.text
     assert (part.parent / f"{part.name}.corrupt").exists() and not store._pending_parts()
     clean = EmbeddingStore(tmp_path / "clean.h5")
     embed_into(clean, data, MODELS)
@@ -145,7 +146,8 @@ def downgrade_to_version_1(path) -> None:
     """Rewrite a store the way revdistill 0.2 wrote it: variable-length strings, no checksums."""
     with h5py.File(path) as source:
         arrays = {}
-        source.visititems(lambda name, item: arrays.update({name: item[()]}) if isinstance(item, h5py.Dataset) else None)
+        source.visititems(lambda name, item: arrays.update({name: item[()]})
+                          if isinstance(item, h5py.Dataset) else None)
         attrs = {key: bytes(source.attrs[key]).decode() for key in ("format", "models", "dims", "storage_dtype")}
     with h5py.File(path, "w") as out:
         out.attrs.update(attrs)
@@ -236,7 +238,8 @@ def test_a_real_full_disk_on_a_small_tmpfs(tmp_path, check):
         assert done.returncode == 0, done.stderr[-2000:]  # no segmentation fault at exit
         report = json.loads(done.stdout)
         assert report["first"].startswith("errno=28: ") and "nothing was changed" in report["first"]
-        assert report["left"] == ["filler", "s.h5", "s.h5.lock", "s.h5.parts", *sorted(p.name for p in source._pending_parts())]
+        parts = sorted(part.name for part in source._pending_parts())
+        assert report["left"] == ["filler", "s.h5", "s.h5.lock", "s.h5.parts", *parts]  # nothing else, nothing lost
         assert report["second"] == 2 and report["n"] == len(data)
         assert before != digests(root)
         source.consolidate()
@@ -256,7 +259,8 @@ WRITER = textwrap.dedent("""
         return forward(self, tokens)
     LadderEmbedder._forward = slow_forward
     records = [(f"w{i}", "MKVLAAGIVG"[: 5 + i % 5] * 3) for i in range(24)]
-    print(LocalEmbedder(EmbedOptions(flush_every=2)).embed(EmbeddingStore(sys.argv[1]), records, ("tiny-32", "tiny-48")))
+    store = EmbeddingStore(sys.argv[1])
+    print(LocalEmbedder(EmbedOptions(flush_every=2)).embed(store, records, ("tiny-32", "tiny-48")))
 """)
 
 

@@ -62,7 +62,8 @@ BAD_ASSAYS = [
                                                         r"whole numbers 0 to 4"),
     ("fold 2.5", set_cell(2, "fold_modulo_5", 2.5), r"column 'fold_modulo_5' has invalid folds at CSV line\(s\) 4 "
                                                     r"\(values 2.5\)"),
-    ("fold 7", set_cell(6, "fold_contiguous_5", 7), r"'fold_contiguous_5' has invalid folds at CSV line\(s\) 8 \(values 7"),
+    ("fold 7", set_cell(6, "fold_contiguous_5", 7),
+     r"'fold_contiguous_5' has invalid folds at CSV line\(s\) 8 \(values 7"),
     ("fold -1", set_cell(0, "fold_random_5", -1), r"'fold_random_5' has invalid folds at CSV line\(s\) 2"),
     ("fold text", set_cell(9, "fold_random_5", "two"), r"'fold_random_5' has invalid folds at CSV line\(s\) 11 "
                                                         r"\(values 'two'\)"),
@@ -77,13 +78,15 @@ BAD_ASSAYS = [
                                                      r"A999G \(position 999 is past the end; CSV line 10\)"),
     ("first row wild type", shift_first_wild_type, r"column 'mutant': 1 mutant\(s\) do not match the target sequence "
                                                    r"\(length 66\): W3\w \(position 3 is T; CSV line 2\)"),
-    ("score 1e308", set_cell(1, "DMS_score", 1e308), r"column 'DMS_score' is infinite or too large at CSV line\(s\) 3 "
-                                                     r"\(values 1e\+308\); allowed: finite numbers with \|score\| < 1e\+100"),
+    ("score 1e308", set_cell(1, "DMS_score", 1e308),
+     r"column 'DMS_score' is infinite or too large at CSV line\(s\) 3 \(values 1e\+308\); allowed: finite numbers "
+     r"with \|score\| < 1e\+100"),
     ("score -1e308", set_cell(2, "DMS_score", -1e308), r"'DMS_score' is infinite or too large at CSV line\(s\) 4"),
-    ("score inf", set_cell(3, "DMS_score", "inf"), r"'DMS_score' is infinite or too large at CSV line\(s\) 5 \(values inf\)"),
+    ("score inf", set_cell(3, "DMS_score", "inf"),
+     r"'DMS_score' is infinite or too large at CSV line\(s\) 5 \(values inf\)"),
     ("score -inf", set_cell(3, "DMS_score", "-inf"), r"'DMS_score' is infinite or too large at CSV line\(s\) 5"),
-    ("score text", set_cell(7, "DMS_score", "high"), r"column 'DMS_score' is missing or not a number at CSV line\(s\) 9 "
-                                                     r"\(values 'high'\); allowed: finite numbers"),
+    ("score text", set_cell(7, "DMS_score", "high"),
+     r"column 'DMS_score' is missing or not a number at CSV line\(s\) 9 \(values 'high'\); allowed: finite numbers"),
     ("score blank", set_cell(7, "DMS_score", None), r"'DMS_score' is missing or not a number at CSV line\(s\) 9 "
                                                     r"\(values empty\)"),
     ("duplicate mutant", lambda f: pd.concat([f, f.iloc[[4]]], ignore_index=True),
