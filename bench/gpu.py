@@ -9,6 +9,7 @@ on the same 256 sequences (lognormal lengths, median 300, clipped to 30..1022, s
 * ``bf16``     stock fair-esm cast to bf16 (its rotary tables too), length-sorted 16k-token batches
 * ``ours``     :class:`revdistill.esm.embed.LadderEmbedder`, bf16, packed varlen attention, fp32 rotary
   tables, joint moments accumulated on the device
+* ``ours_padded``  the same engine on padded length-sorted 16k-token batches (what packing buys)
 
 The fp32 stock ways run on the first ``--stock-n-seqs-large`` (64) sequences for 3B and 15B (they take
 minutes there); rates are residues/s either way. Agreement (first ``--agreement-n-seqs`` sequences):
@@ -167,6 +168,15 @@ def agreement(got: dict, ref: dict) -> dict:
             "pooled_rel_error_max": float(max(pooled)), "max_rel_error": errors}
 
 
+def ours_budget(args, spec, device: torch.device) -> int:
+    """Tokens per batch of ours: 65536 real tokens on CUDA (32768 for 3B/15B); 4096 on CPUs."""
+    if args.token_budget:
+        return args.token_budget
+    if device.type != "cuda":
+        return 4096
+    return 32768 if spec.dim >= 2560 else 65536
+
+
 def ours_engine(models, device, args, dtype, budget):
     return LadderEmbedder(models, device=device, dtype=dtype, token_budget=budget, attention=args.attention,
                           progress=False)
@@ -184,24 +194,33 @@ def bench_size(alias, records, args, device, report, deadline) -> None:
     subset = records[:args.stock_n_seqs_large] if spec.dim >= 2560 else records
     check = records[:args.agreement_n_seqs]
     keep = set(range(len(check)))
-    budget = args.token_budget or (32768 if spec.dim >= 2560 else 65536)
+    budget = ours_budget(args, spec, device)
     rows, found = [], {"stock_bf16": None, "ours_fp32_packed": None}
     stock = not args.skip_stock
     model, alphabet = bench_embed.build_model(alias, device, torch.float32 if stock else torch.bfloat16)
 
-    def run_ours(reference) -> None:
-        engine = ours_engine({alias: model}, device, args, args.dtype, budget)
+    def time_ours(engine) -> float:
         engine.run(shortest(records, 4))  # warm-up (kernel choice, cuBLAS handles)
         free_memory(device)
         bench_embed.sync(device)
         start = time.perf_counter()
         engine.run(records, moments=True)
         bench_embed.sync(device)
+        return time.perf_counter() - start
+
+    def run_ours(reference) -> None:
+        engine = ours_engine({alias: model}, device, args, args.dtype, budget)
+        seconds = time_ours(engine)
         kernel = packed_attention_kernel(device, engine.dtype, spec.dim // spec.heads) \
             if engine.attention == "packed" else "padded SDPA"
-        found["ours"] = make_row(alias, "ours", args.dtype, records, time.perf_counter() - start, device, peak,
+        found["ours"] = make_row(alias, "ours", args.dtype, records, seconds, device, peak,
                                  token_budget=budget, attention=engine.attention, kernel=kernel)
         found["agreement"] = agreement(ours_per_residue(engine, check), reference)
+        if engine.attention == "packed":  # the same engine on padded batches: what packing buys here
+            padded = LadderEmbedder({alias: model}, device=device, dtype=args.dtype, token_budget=16384,
+                                    attention="padded", progress=False)
+            rows.append(make_row(alias, "ours_padded", args.dtype, records, time_ours(padded), device, peak,
+                                 token_budget=16384, attention="padded", kernel="padded SDPA"))
 
     if stock:
         reference = None
@@ -247,7 +266,7 @@ def bench_size(alias, records, args, device, report, deadline) -> None:
 def bench_ladder(aliases, records, args, device, report) -> None:
     """All sizes over the same packed batches in one pass, against the largest alone (same run)."""
     largest = get_spec(aliases[-1])
-    budget = args.token_budget or (32768 if largest.dim >= 2560 else 65536)
+    budget = ours_budget(args, largest, device)
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     models = {alias: bench_embed.build_model(alias, device, dtype)[0] for alias in aliases}
     engine = ours_engine(models, device, args, args.dtype, budget)
@@ -360,10 +379,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--n-seqs", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--time-limit", type=float, default=480.0, help="seconds; later stages are skipped")
+    parser.add_argument("--ladder-reserve", type=float, default=45.0,
+                        help="seconds of the time limit the stock runs leave for the ladder stage")
     parser.add_argument("--dtype", choices=("bf16", "fp32"), default=None, help="ours (default bf16 on CUDA)")
     parser.add_argument("--attention", choices=("auto", "packed", "padded"), default="auto")
     parser.add_argument("--token-budget", type=int, default=None,
-                        help="ours (default 65536 real tokens, 32768 for 3B/15B)")
+                        help="ours (default on CUDA 65536 real tokens, 32768 for 3B/15B; 4096 on CPUs)")
     parser.add_argument("--authors-batch-size", type=int, default=8)
     parser.add_argument("--stock-n-seqs-large", type=int, default=64, help="fp32 stock ways for 3B/15B")
     parser.add_argument("--stock-methods", default=None,
@@ -410,17 +431,20 @@ def main(argv=None) -> int:
         "sequences": {"n": len(records), "residues": sum(lengths), "median_length": float(np.median(lengths)),
                       "min_length": min(lengths), "max_length": max(lengths), "seed": args.seed}})
     deadline = report.start + args.time_limit
-    stages = [(f"size {alias}", lambda alias=alias: bench_size(alias, records, args, device, report, deadline))
-              for alias in aliases]
-    if len(aliases) > 1 and not args.skip_ladder:
-        stages.append(("ladder", lambda: bench_ladder(aliases, records, args, device, report)))
+    ladder = len(aliases) > 1 and not args.skip_ladder
+    stock_deadline = deadline - (args.ladder_reserve if ladder else 0.0)  # stock runs leave the ladder its time
+    stages = []  # cheap stages first, so a time limit only cuts the end
+    if not args.skip_fit:
+        stages.append(("fit", lambda: bench_fit(args, device, report)))
     oom_model = next((a for a in reversed(aliases) if get_spec(a).dim <= 1280), aliases[0])
     if device.type == "cuda" and not args.skip_oom:
         stages.append(("oom fallback", lambda: bench_oom(oom_model, records, args, device, report)))
     elif not args.skip_oom:
         report.data["skipped"].append("oom fallback: needs a CUDA device")
-    if not args.skip_fit:
-        stages.append(("fit", lambda: bench_fit(args, device, report)))
+    stages += [(f"size {alias}", lambda alias=alias: bench_size(alias, records, args, device, report, stock_deadline))
+               for alias in aliases]
+    if ladder:
+        stages.append(("ladder", lambda: bench_ladder(aliases, records, args, device, report)))
     for name, stage in stages:
         if time.perf_counter() > deadline:
             report.data["skipped"].append(f"{name}: time limit {args.time_limit:.0f} s reached")

@@ -29,13 +29,14 @@ def test_gpu_bench_runs_every_cpu_stage_and_writes_the_json(repo_root, tmp_path)
     assert data["errors"] == [] and data["skipped"] == ["oom fallback: needs a CUDA device"]
     assert data["complete"] is False          # the CUDA-only stage is missing, and the JSON says so
     methods = {(row["model"], row["method"]) for row in data["rows"]}
-    assert methods == {(m, w) for m in ("tiny-32", "tiny-64") for w in ("authors", "extract", "bf16", "ours")}
+    assert methods == {(m, w) for m in ("tiny-32", "tiny-64") for w in ("authors", "extract", "bf16", "ours",
+                                                                        "ours_padded")}
     for row in data["rows"]:
         assert row["residues"] == data["sequences"]["residues"] and not row["partial"]
         assert row["seconds"] > 0 and row["residues_per_s"] == pytest.approx(row["residues"] / row["seconds"], rel=1e-3)
         assert row["tflops"] > 0 and row["share_of_peak"] is None      # no peak table entry for a CPU
     ours = [row for row in data["rows"] if row["method"] == "ours"]
-    assert all(set(row["speedup_vs"]) == {"authors", "extract", "bf16"} for row in ours)
+    assert all(set(row["speedup_vs"]) == {"authors", "extract", "bf16", "ours_padded"} for row in ours)
     assert all(row["attention"] == "packed" and row["kernel"] == "padded" for row in ours)
     for entry in data["agreement"]:
         assert entry["ours"]["cosine_min"] >= 0.99999 and entry["ours"]["pooled_rel_error_max"] <= 1e-5
@@ -50,7 +51,7 @@ def test_gpu_bench_runs_every_cpu_stage_and_writes_the_json(repo_root, tmp_path)
 def test_gpu_bench_time_limit_still_writes_the_json(repo_root, tmp_path):
     data = run_gpu_bench(repo_root, tmp_path, "--models", "tiny-32", "--time-limit", "0")
     assert data["rows"] == [] and data["complete"] is False
-    assert [entry.split(":")[0] for entry in data["skipped"]] == ["oom fallback", "size tiny-32", "fit"]
+    assert [entry.split(":")[0] for entry in data["skipped"]] == ["oom fallback", "fit", "size tiny-32"]
 
 
 def test_gpu_bench_without_stock_builds_bf16_directly_and_checks_against_an_exact_upcast(repo_root, tmp_path):

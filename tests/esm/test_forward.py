@@ -127,3 +127,32 @@ def test_packed_bf16_keeps_rotary_precision_at_long_positions():
         got = packed_forward(low, PackedTokens.from_rows(rows)).float()
     cosine = torch.nn.functional.cosine_similarity(got, stock_rows(reference, rows), dim=-1)
     assert cosine.mean() >= 0.999 and cosine[900:1000].mean() >= 0.999
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_packed_kernels_match_stock_fp32(dtype):
+    """Every kernel that runs on this GPU, on a full-size 8M architecture, against stock fp32 on the CPU."""
+    from esm.model.esm2 import ESM2
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        reference = ESM2(6, 320, 20, alphabet="ESM-1b").eval()
+    model = ESM2(6, 320, 20, alphabet="ESM-1b").eval()
+    model.load_state_dict(reference.state_dict())
+    model = model.to(device="cuda", dtype=dtype)
+    rows = ragged_rows(reference.alphabet, [1022, 1, 250, 33, 2, 700], seed=6)
+    expected = stock_rows(reference, rows)
+    packed = PackedTokens.from_rows(rows).to("cuda")
+    ran = []
+    for kernel in ATTENTION_KERNELS:
+        if kernel != "padded" and not _probe(kernel, torch.device("cuda"), dtype, 16):
+            continue
+        with torch.inference_mode():
+            got = packed_forward(model, packed, kernel=kernel).float().cpu()
+        if dtype == torch.float32:
+            assert rel_error(got, expected) <= 1e-4, kernel
+        else:
+            assert torch.nn.functional.cosine_similarity(got, expected, dim=-1).mean() >= 0.999, kernel
+        ran.append(kernel)
+    assert packed_attention_kernel("cuda", dtype, 16) in ran and len(ran) >= 2
