@@ -9,7 +9,7 @@ on the same 256 sequences (lognormal lengths, median 300, clipped to 30..1022, s
 * ``bf16``     stock fair-esm cast to bf16 (its rotary tables too), length-sorted 16k-token batches
 * ``ours``     :class:`revdistill.esm.embed.LadderEmbedder`, bf16, packed varlen attention, fp32 rotary
   tables, joint moments accumulated on the device
-* ``ours_padded``  the same engine on padded length-sorted 16k-token batches (what packing buys)
+* ``ours_padded``  the same engine and token budget on padded length-sorted batches (what packing buys)
 
 The fp32 stock ways run on the first ``--stock-n-seqs-large`` (64) sequences for 3B and 15B (they take
 minutes there); rates are residues/s either way. Agreement (first ``--agreement-n-seqs`` sequences):
@@ -217,10 +217,10 @@ def bench_size(alias, records, args, device, report, deadline) -> None:
                                  token_budget=budget, attention=engine.attention, kernel=kernel)
         found["agreement"] = agreement(ours_per_residue(engine, check), reference)
         if engine.attention == "packed":  # the same engine on padded batches: what packing buys here
-            padded = LadderEmbedder({alias: model}, device=device, dtype=args.dtype, token_budget=16384,
+            padded = LadderEmbedder({alias: model}, device=device, dtype=args.dtype, token_budget=budget,
                                     attention="padded", progress=False)
             rows.append(make_row(alias, "ours_padded", args.dtype, records, time_ours(padded), device, peak,
-                                 token_budget=16384, attention="padded", kernel="padded SDPA"))
+                                 token_budget=budget, attention="padded", kernel="padded SDPA"))
 
     if stock:
         reference = None
