@@ -95,13 +95,13 @@ def _receive(connection: Connection) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- the worker
 class _Server:
-    """The worker's state: one LocalEmbedder per (device, dtype, weights, download), one job at a time."""
+    """The worker's state: a LocalEmbedder for the current (device, dtype, weights, download), one job at a time."""
 
     def __init__(self, directory: Path, idle_timeout: float, exit_after: float | None) -> None:
         self.directory, self.idle_timeout, self.exit_after = directory, float(idle_timeout), exit_after
         self.embedders: dict[tuple, LocalEmbedder] = {}
         self.loads: dict[str, int] = {}
-        self.modules: dict[str, weakref.ref] = {}  # alias -> the last loaded module (alive while loaded)
+        self.modules: dict[str, list[weakref.ref]] = {}  # alias -> every module loaded (alive while in memory)
         self.device_lock = threading.Lock()
         self.guard = threading.Lock()
         self.busy, self.peak_busy, self.jobs_done, self.last_active = 0, 0, 0, time.monotonic()
@@ -167,8 +167,10 @@ class _Server:
                 self.last_active = time.monotonic()
 
     def _embedder(self, options: EmbedOptions) -> LocalEmbedder:
+        """The embedder of this configuration; another configuration's models are freed first (one copy)."""
         key = (options.device, options.dtype, str(options.weights_dir), options.download)
         if key not in self.embedders:
+            self.release()
             self.embedders[key] = _CountingEmbedder(options, self)
         embedder = self.embedders[key]
         embedder.options = options  # token budget, flush size ... may differ from job to job
@@ -178,20 +180,20 @@ class _Server:
         """Count the modules that were not loaded before (a new object for an alias is a new load)."""
         with self.guard:
             for alias, module in modules.items():
-                known = self.modules.get(alias)
-                if known is None or known() is not module:
+                known = self.modules.setdefault(alias, [])
+                if not any(ref() is module for ref in known):
                     self.loads[alias] = self.loads.get(alias, 0) + 1
-                    self.modules[alias] = weakref.ref(module)
+                    known[:] = [ref for ref in known if ref() is not None] + [weakref.ref(module)]
 
     def status(self) -> dict[str, Any]:
-        loaded = sorted(alias for alias, ref in self.modules.items() if ref() is not None)
         with self.guard:
+            loaded = {alias: n for alias, refs in self.modules.items() if (n := sum(r() is not None for r in refs))}
             return {"pid": os.getpid(), "loads": dict(self.loads), "loaded": loaded, "busy": self.busy,
                     "peak_busy": self.peak_busy, "jobs_done": self.jobs_done, "idle_timeout": self.idle_timeout}
 
     def release(self) -> None:
         """Drop every model and return the memory (the caller holds the device lock)."""
-        if not any(ref() is not None for ref in self.modules.values()):
+        if not self.embedders:
             return
         for embedder in self.embedders.values():
             embedder.release()
@@ -200,7 +202,7 @@ class _Server:
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
             torch.cuda.empty_cache()
-        logger.info("released the models after %.0f s idle", time.monotonic() - self.last_active)
+        logger.info("released the models (%.0f s since the last job)", time.monotonic() - self.last_active)
 
     def watch_idle(self) -> None:
         """Free the models after ``idle_timeout`` s without jobs; stop after ``exit_after`` s, if set."""
@@ -370,8 +372,8 @@ class WorkerEmbedder:
         return int(self._request(request, on_progress)["added"])
 
     def status(self) -> dict[str, Any]:
-        """The worker's ``pid``, ``loads`` (model loads per alias since it started), ``loaded`` aliases,
-        ``busy`` jobs (``peak_busy``: the most at once), ``jobs_done`` and ``idle_timeout``.
+        """The worker's ``pid``, ``loads`` (model loads per alias since it started), ``loaded`` (copies in
+        memory per alias), ``busy`` jobs (``peak_busy``: the most at once), ``jobs_done`` and ``idle_timeout``.
 
         Starts a worker if none runs.
         """

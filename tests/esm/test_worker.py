@@ -93,7 +93,7 @@ def test_two_kernels_at_once_share_one_model_load_and_match_local(runtime_dir, t
     status = WorkerEmbedder(runtime_dir=runtime_dir).status()
     assert status["loads"] == {"tiny-32": 1, "tiny-48": 1} and status["jobs_done"] == 2
     assert status["peak_busy"] == 2                                   # both jobs were in the worker at once
-    assert sorted(status["loaded"]) == sorted(MODELS)
+    assert status["loaded"] == {"tiny-32": 1, "tiny-48": 1}
 
     local = EmbeddingStore(tmp_path / "local.h5")
     LocalEmbedder(EmbedOptions()).embed(local, batches[0] + batches[1], MODELS)
@@ -110,7 +110,7 @@ def test_idle_timeout_frees_the_models_and_the_next_job_reloads_them(runtime_dir
     embedder = WorkerEmbedder(runtime_dir=runtime_dir, idle_timeout=0.5, threads=1)
     store = EmbeddingStore(tmp_path / "s.h5")
     assert embedder.embed(store, random_records(3, seed=3), MODELS) == 3
-    assert wait_for(lambda: embedder.status()["loaded"] == [])       # the modules were really freed
+    assert wait_for(lambda: embedder.status()["loaded"] == {})       # the modules were really freed
     assert embedder.embed(store, random_records(3, seed=4, prefix="b"), MODELS) == 3
     assert embedder.status()["loads"] == {"tiny-32": 2, "tiny-48": 2}
     assert embedder.embed(store, random_records(3, seed=4, prefix="b"), MODELS) == 0   # all stored: no load
@@ -132,6 +132,16 @@ def test_a_crashed_worker_is_restarted_and_the_job_resumes(runtime_dir, tmp_path
     assert 1 <= added <= 8
     assert len(store) == 10 and embedder.status()["pid"] != first_pid
     assert sorted(store.ids()) == sorted(record_id for record_id, _ in records)
+
+
+def test_another_configuration_replaces_the_models_instead_of_adding_a_copy(runtime_dir, tmp_path):
+    fp32 = WorkerEmbedder(runtime_dir=runtime_dir, threads=1)
+    assert fp32.embed(EmbeddingStore(tmp_path / "fp32.h5"), random_records(2, seed=5), MODELS) == 2
+    bf16 = WorkerEmbedder(EmbedOptions(dtype="bf16"), runtime_dir=runtime_dir)
+    assert bf16.embed(EmbeddingStore(tmp_path / "bf16.h5"), random_records(2, seed=5), MODELS) == 2
+    status = bf16.status()
+    assert status["loads"] == {"tiny-32": 2, "tiny-48": 2} and status["loaded"] == {"tiny-32": 1, "tiny-48": 1}
+    assert fp32.release()["loaded"] == {}
 
 
 def test_errors_in_the_worker_come_back_with_its_message(runtime_dir, tmp_path):
