@@ -222,7 +222,8 @@ def _attend_varlen(q, k, v, scale, packed: PackedTokens):
 
 def _attend_jagged(q, k, v, scale, packed: PackedTokens):
     offsets = packed.offsets.to(torch.int64)
-    nested = [torch.nested.nested_tensor_from_jagged(t, offsets).transpose(1, 2) for t in (q, k, v)]
+    bounds = {"min_seqlen": min(packed.lengths), "max_seqlen": packed.max_length}  # known here: no device sync
+    nested = [torch.nested.nested_tensor_from_jagged(t, offsets, **bounds).transpose(1, 2) for t in (q, k, v)]
     out = F.scaled_dot_product_attention(*nested, scale=scale)  # (n, heads, j, head_dim)
     return out.transpose(1, 2).values()
 
@@ -257,7 +258,7 @@ def _probe(kernel: str, device: torch.device, dtype: torch.dtype, head_dim: int)
         q, k, v = (torch.randn(15, 2, head_dim, generator=generator).to(device=device, dtype=dtype) for _ in range(3))
         try:
             got = _KERNELS[kernel](q, k, v, scale, packed).float()
-        except (RuntimeError, NotImplementedError, ImportError, TypeError, ValueError) as error:
+        except (RuntimeError, NotImplementedError, ImportError, TypeError, ValueError, AssertionError) as error:
             logger.debug("packed attention kernel %r unavailable on %s/%s: %s", kernel, device, dtype, error)
             return False
         start, parts = 0, []
