@@ -129,7 +129,7 @@ def make_row(alias, method, dtype, records, seconds, device, peak, partial=False
     work = bench_embed.flops(records, alias) if records else 0.0
     tflops = work / seconds / 1e12 if seconds > 0 else None
     return {"model": alias, "method": method, "dtype": dtype, "n_seqs": len(records), "residues": residues,
-            "seconds": round(seconds, 4), "residues_per_s": residues / seconds if seconds > 0 else None,
+            "seconds": seconds, "residues_per_s": residues / seconds if seconds > 0 else None,
             "tflops": tflops, "share_of_peak": tflops / peak if peak and tflops else None,
             "peak_memory_gb": round(bench_embed.peak_memory_gb(device), 3), "partial": partial, **extra}
 
@@ -278,7 +278,7 @@ def bench_ladder(aliases, records, args, device, report) -> None:
     seconds = time.perf_counter() - start
     alone = {row["model"]: row["seconds"] for row in report.data["rows"] if row["method"] == "ours"}
     report.data["ladder"] = {
-        "models": list(aliases), "seconds": round(seconds, 4), "token_budget": budget,
+        "models": list(aliases), "seconds": seconds, "token_budget": budget,
         "residues_per_s": sum(len(s) for _, s in records) / seconds, "moments_features": result.moments.n_features,
         "largest_alone_seconds": alone.get(aliases[-1]),
         "ratio_vs_largest": seconds / alone[aliases[-1]] if aliases[-1] in alone else None,
@@ -333,8 +333,8 @@ def bench_fit(args, device, report) -> None:
     levels = bench_fit_module.synthetic_levels(args.fit_residues, dims, seed=args.seed, device=str(device),
                                                generate_on_device=device.type == "cuda")
     seconds, moments_seconds, ladder = bench_fit_module.fit_from_moments(levels, str(device))
-    report.data["fit"] = {"n_residues": args.fit_residues, "dims": dims, "seconds": round(seconds, 4),
-                          "moments_seconds": round(moments_seconds, 4), "goal_seconds": 3.0,
+    report.data["fit"] = {"n_residues": args.fit_residues, "dims": dims, "seconds": seconds,
+                          "moments_seconds": moments_seconds, "goal_seconds": 3.0,
                           "r2": [row["r2"] for row in ladder.diagnostics()]}
     del levels
     free_memory(device)
