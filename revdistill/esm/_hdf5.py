@@ -296,6 +296,24 @@ def load(handle, name: str, rows: slice | None = None, what: str = "store") -> n
         raise StoreDamagedError(handle.filename, what, name, _first_line(error)) from error
 
 
+def has(handle, name: str, what: str = "store") -> bool:
+    """Whether ``name`` exists; a damaged group on the way is a :class:`StoreDamagedError`, not a KeyError."""
+    try:
+        return name in handle
+    except (OSError, KeyError, ValueError, RuntimeError) as error:
+        raise StoreDamagedError(handle.filename, what, name, _first_line(error)) from error
+
+
+def shape(handle, name: str, what: str = "store") -> tuple[int, ...] | None:
+    """A dataset's shape, ``None`` if it does not exist; damage is a :class:`StoreDamagedError`."""
+    if not has(handle, name, what):
+        return None
+    try:
+        return tuple(handle[name].shape)
+    except (OSError, KeyError, ValueError, RuntimeError, AttributeError) as error:
+        raise StoreDamagedError(handle.filename, what, name, _first_line(error)) from error
+
+
 def load_strings(handle, name: str, what: str = "store") -> list[str]:
     """A string dataset as a list of ``str``, checked."""
     return [str(value) for value in load(handle, name, what=what)]
@@ -310,10 +328,12 @@ def _version(handle) -> int:
 
 def copy_rows(out, handle, name: str, what: str) -> None:
     """Append a whole numeric dataset of ``handle`` to ``out`` in blocks of about 64 MiB, checking each."""
-    dataset = handle[name]
-    row_bytes = dataset.dtype.itemsize * int(np.prod(dataset.shape[1:], dtype=np.int64) or 1)
+    found = shape(handle, name, what)
+    if found is None:
+        raise StoreDamagedError(handle.filename, what, name, "dataset missing")
+    row_bytes = 8 * int(np.prod(found[1:], dtype=np.int64) or 1)  # at most 8 bytes per value
     step = max(1, _COPY_BYTES // max(1, row_bytes))
-    for start in range(0, dataset.shape[0], step):
+    for start in range(0, found[0], step):
         append(out, name, load(handle, name, slice(start, start + step), what=what))
 
 

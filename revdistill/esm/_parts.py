@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from revdistill.esm._hdf5 import (
-    StoreDamagedError, append, copy_rows, create, load, load_strings, open_checked, read_header, write_header,
-    writing,
+    StoreDamagedError, append, copy_rows, create, has, load, load_strings, open_checked, read_header, shape,
+    write_header, writing,
 )
 
 STRING_KEYS = ("ids", "hashes", "per_residue/ids")
@@ -70,7 +70,7 @@ def merge(main: Path | None, parts: list[Path], target: Path) -> None:
                     raise ValueError(f"{what} {source} holds models {found['models']} ({found['storage_dtype']}), "
                                      f"the store {header['models']} ({header['storage_dtype']}); move the part "
                                      f"file away")
-                if what == "store" and "absorbed" in handle:
+                if what == "store" and has(handle, "absorbed", what):
                     strings["absorbed"] = load_strings(handle, "absorbed", what)
                 source_ids = load_strings(handle, "ids", what)
                 clash = set(strings["ids"]).intersection(source_ids)
@@ -78,7 +78,7 @@ def merge(main: Path | None, parts: list[Path], target: Path) -> None:
                     raise ValueError(f"part file {source} repeats stored ids ({sorted(clash)[:5]}); two writers "
                                      f"used this store at once. Move the part file away and rerun")
                 for key in STRING_KEYS:
-                    if key in handle:
+                    if has(handle, key, what):
                         strings[key] += load_strings(handle, key, what)
                 _copy_numbers(out, handle, found["models"], what)
                 part_moments = read_moments(handle, what)
@@ -100,7 +100,7 @@ def _copy_numbers(out, handle, models: list[str], what: str) -> None:
     copy_rows(out, handle, "lengths", what)
     for model in models:
         copy_rows(out, handle, f"pooled/{model}", what)
-    if "per_residue/ids" in handle:
+    if has(handle, "per_residue/ids", what):
         append(out, "per_residue/starts", load(handle, "per_residue/starts", what=what) + offset)
         copy_rows(out, handle, "per_residue/lengths", what)
         for model in models:
@@ -122,26 +122,26 @@ def verify_file(path: Path, what: str, read_values: bool = True) -> int:
             raise StoreDamagedError(path, what, "ids", "repeated ids")
         shapes = {"hashes": (n,), "lengths": (n,)}
         shapes.update({f"pooled/{m}": (n, d) for m, d in zip(header["models"], header["dims"])})
-        if "per_residue/ids" in handle:
+        if has(handle, "per_residue/ids", what):
             kept = len(load_strings(handle, "per_residue/ids", what))
             lengths = load(handle, "per_residue/lengths", what=what)
             total = int(lengths.sum())
             shapes.update({"per_residue/starts": (kept,), "per_residue/lengths": (kept,)})
             shapes.update({f"per_residue/{m}": (total, d) for m, d in zip(header["models"], header["dims"])})
-        for name, shape in shapes.items():
-            found = handle[name].shape if name in handle else None
-            if found != shape:
-                raise StoreDamagedError(path, what, name, f"shape {found}, expected {shape}")
+        for name, expected in shapes.items():
+            found = shape(handle, name, what)
+            if found != expected:
+                raise StoreDamagedError(path, what, name, f"shape {found}, expected {expected}")
             if read_values:
-                if len(shape) == 2:  # block by block: bounded memory
-                    step = max(1, _COPY_BYTES // (handle[name].dtype.itemsize * max(1, shape[1])))
-                    for start in range(0, shape[0], step):
+                if len(expected) == 2:  # block by block: bounded memory
+                    step = max(1, _COPY_BYTES // (8 * max(1, expected[1])))
+                    for start in range(0, expected[0], step):
                         load(handle, name, slice(start, start + step), what=what)
                 else:
                     load(handle, name, what=what)
         moments = read_moments(handle, what)
         if list(moments.names) != header["models"] or list(moments.dims) != header["dims"]:
             raise StoreDamagedError(path, what, "moments", f"levels {moments.names} do not match the header")
-        if "absorbed" in handle:
+        if has(handle, "absorbed", what):
             load_strings(handle, "absorbed", what)
         return n

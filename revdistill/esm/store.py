@@ -119,7 +119,7 @@ class EmbeddingStore:
         with self._read() as handle:
             header = h5.read_header(handle, "store")
             return {"path": str(self.path), "models": header["models"], "dims": header["dims"],
-                    "storage_dtype": header["storage_dtype"], "n_records": int(handle["ids"].shape[0]),
+                    "storage_dtype": header["storage_dtype"], "n_records": int(h5.shape(handle, "ids")[0]),
                     "n_residues": int(h5.load(handle, "lengths").sum())}
 
     def models(self) -> list[str]:
@@ -170,7 +170,7 @@ class EmbeddingStore:
     def per_residue_ids(self) -> list[str]:
         """Ids whose per-residue values are stored."""
         with self._read() as handle:
-            return h5.load_strings(handle, "per_residue/ids") if "per_residue/ids" in handle else []
+            return h5.load_strings(handle, "per_residue/ids") if h5.has(handle, "per_residue/ids") else []
 
     def per_residue(self, model: str, record_id: str) -> np.ndarray:
         """Per-residue values of one record, shape (length, dim), float32.
@@ -183,7 +183,7 @@ class EmbeddingStore:
         model = self._alias(model)
         with self._read() as handle:
             self._check_model(handle, model)
-            ids = h5.load_strings(handle, "per_residue/ids") if "per_residue/ids" in handle else []
+            ids = h5.load_strings(handle, "per_residue/ids") if h5.has(handle, "per_residue/ids") else []
             if record_id not in ids:
                 raise KeyError(f"no per-residue values stored for record {record_id!r}; embed with "
                                f"per_residue=True or per_residue=[ids] to keep them")
@@ -342,7 +342,7 @@ class EmbeddingStore:
             absorbed: set[str] = set()
             if self.path.exists():
                 with self._read() as handle:
-                    absorbed = set(h5.load_strings(handle, "absorbed")) if "absorbed" in handle else set()
+                    absorbed = set(h5.load_strings(handle, "absorbed")) if h5.has(handle, "absorbed") else set()
             for part in [part for part in parts if part.name in absorbed]:  # merged before a crash, not deleted
                 part.unlink()
             parts = [part for part in parts if part.name not in absorbed and self._intact(part)]
