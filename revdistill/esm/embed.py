@@ -332,8 +332,8 @@ class LadderEmbedder:
         """
         records = validate_records(records)
         pieces, counts = _plan(records, self.long_sequences, self.window_overlap, MAX_RESIDUES)
-        state = _Run(records, counts, self._keep_set(records, per_residue),
-                     pooled={name: torch.zeros(len(records), dim, device=self.device) for name, dim in self.dims.items()},
+        pooled = {name: torch.zeros(len(records), dim, device=self.device) for name, dim in self.dims.items()}
+        state = _Run(records, counts, self._keep_set(records, per_residue), pooled=pooled,
                      lengths=np.zeros(len(records), dtype=np.int64), kept={name: {} for name in self.models},
                      moments=self._new_moments() if moments else None)
         queue = self._batches(pieces)

@@ -138,7 +138,8 @@ class _Server:
         from revdistill.esm.store import EmbeddingStore
 
         options = dict(request["options"], progress=False)
-        options = EmbedOptions(**{**options, "weights_dir": options.get("weights_dir") and Path(options["weights_dir"])})
+        weights_dir = options.get("weights_dir")
+        options = EmbedOptions(**{**options, "weights_dir": Path(weights_dir) if weights_dir else None})
         store = EmbeddingStore(request["store"])
         records = [(str(record_id), str(sequence)) for record_id, sequence in request["records"]]
         client_alive = [True]

@@ -25,7 +25,8 @@ def test_gpu_bench_runs_every_cpu_stage_and_writes_the_json(repo_root, tmp_path)
     data = run_gpu_bench(repo_root, tmp_path, "--models", "tiny-32,tiny-64", "--attention", "packed",
                          "--stock-methods", "authors,extract,bf16", "--fit-residues", "5000", "--fit-dims", "32,64")
     assert data["schema"] == "revdistill-bench-gpu/1" and data["device"]["type"] == "cpu"
-    assert data["sequences"]["n"] == 6 and 30 <= data["sequences"]["min_length"] <= data["sequences"]["max_length"] <= 1022
+    sequences = data["sequences"]
+    assert sequences["n"] == 6 and 30 <= sequences["min_length"] <= sequences["max_length"] <= 1022
     assert data["errors"] == [] and data["skipped"] == ["oom fallback: needs a CUDA device"]
     assert data["complete"] is False          # the CUDA-only stage is missing, and the JSON says so
     methods = {(row["model"], row["method"]) for row in data["rows"]}
