@@ -25,6 +25,7 @@ CACHE_KINDS: dict[str, str] = {
     "ladders": "fitted reference ladders and naive baselines, named by their id",
     "umap": "UMAP coordinates, named by a digest of their input",
     "calibration": "measured embedding speeds per model and device (for time estimates)",
+    "worker": "the embedding worker's socket, key and logs (one worker per server)",
 }
 
 

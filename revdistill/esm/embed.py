@@ -39,8 +39,10 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from revdistill.esm.batching import (LONG_MODES, Piece, merge_windows, packed_batches, padded_batches, padded_tokens,
+                                     plan, token_rows)
 from revdistill.esm.forward import PackedTokens, lean_forward, packed_forward, stock_forward
-from revdistill.esm.sequences import AMINO_ACIDS, EXTRA_LETTERS, validate_records
+from revdistill.esm.sequences import validate_records
 
 logger = logging.getLogger(__name__)
 
@@ -50,140 +52,8 @@ __all__ = ["ATTENTION_MODES", "MAX_RESIDUES", "EmbeddingResult", "LadderEmbedder
 MAX_RESIDUES = 1022
 #: Batch layouts of :class:`LadderEmbedder` (``"auto"``: packed on CUDA, padded elsewhere).
 ATTENTION_MODES = ("auto", "packed", "padded")
-_LONG_MODES = ("window", "truncate", "error")
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
            "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
-
-
-# ---------------------------------------------------------------------------------------------- planning
-@dataclass(frozen=True)
-class _Piece:
-    """A contiguous slice ``[start, stop)`` of record ``record`` embedded in one forward row."""
-
-    record: int
-    start: int
-    stop: int
-
-    @property
-    def length(self) -> int:
-        return self.stop - self.start
-
-
-def _window_starts(length: int, window: int, overlap: int) -> list[int]:
-    stride = window - overlap
-    starts = list(range(0, length - window, stride))
-    return starts + [length - window]
-
-
-def _plan(records: Sequence[tuple[str, str]], long_sequences: str, window_overlap: int,
-          max_residues: int) -> tuple[list[_Piece], dict[int, int]]:
-    """Split records into forward rows; return the pieces and, per record, the number of pieces."""
-    pieces: list[_Piece] = []
-    counts: dict[int, int] = {}
-    long_ids = []
-    for index, (record_id, sequence) in enumerate(records):
-        length = len(sequence)
-        if length <= max_residues:
-            pieces.append(_Piece(index, 0, length))
-            counts[index] = 1
-            continue
-        long_ids.append(f"{record_id} ({length})")
-        if long_sequences == "window":
-            starts = _window_starts(length, max_residues, window_overlap)
-            pieces.extend(_Piece(index, start, start + max_residues) for start in starts)
-            counts[index] = len(starts)
-        elif long_sequences == "truncate":
-            pieces.append(_Piece(index, 0, max_residues))
-            counts[index] = 1
-        elif long_sequences == "error":
-            raise ValueError(
-                f"record {record_id!r} has {length} residues, more than {max_residues}; "
-                f"use long_sequences='window' or 'truncate'"
-            )
-        else:  # pragma: no cover - checked by the caller
-            raise ValueError(f"long_sequences={long_sequences!r} must be one of {_LONG_MODES}")
-    if long_ids:
-        shown = ", ".join(long_ids[:20]) + (f" and {len(long_ids) - 20} more" if len(long_ids) > 20 else "")
-        how = (f"overlapping {max_residues}-residue windows (overlap {window_overlap}) merged"
-               if long_sequences == "window" else f"truncated to the first {max_residues} residues")
-        message = f"{len(long_ids)} record(s) longer than {max_residues} residues, {how}: {shown}"
-        warnings.warn(message, stacklevel=3)
-    return pieces, counts
-
-
-def _batches(pieces: Sequence[_Piece], token_budget: int) -> list[list[_Piece]]:
-    """Length-sorted (longest first) batches with ``rows * (longest + 2) <= token_budget``."""
-    ordered = sorted(pieces, key=lambda piece: (-piece.length, piece.record, piece.start))
-    batches: list[list[_Piece]] = []
-    current: list[_Piece] = []
-    for piece in ordered:
-        width = (current[0].length if current else piece.length) + 2
-        if current and (len(current) + 1) * width > token_budget:
-            batches.append(current)
-            current = []
-        current.append(piece)
-    if current:
-        batches.append(current)
-    return batches
-
-
-def _packed_batches(pieces: Sequence[_Piece], token_budget: int) -> list[list[_Piece]]:
-    """Length-sorted (longest first) batches with ``sum(length + 2) <= token_budget`` (no padding)."""
-    ordered = sorted(pieces, key=lambda piece: (-piece.length, piece.record, piece.start))
-    batches: list[list[_Piece]] = []
-    current: list[_Piece] = []
-    used = 0
-    for piece in ordered:
-        if current and used + piece.length + 2 > token_budget:
-            batches.append(current)
-            current, used = [], 0
-        current.append(piece)
-        used += piece.length + 2
-    if current:
-        batches.append(current)
-    return batches
-
-
-def _token_rows(batch: Sequence[_Piece], records: Sequence[tuple[str, str]], alphabet) -> list[np.ndarray]:
-    """BOS, residue tokens, EOS of every piece, shape (length + 2,) each."""
-    lookup = _lookup_table(alphabet)
-    rows = []
-    for piece in batch:
-        residues = records[piece.record][1][piece.start:piece.stop].encode("ascii")
-        row = np.empty(piece.length + 2, dtype=np.int64)
-        row[0], row[-1] = alphabet.cls_idx, alphabet.eos_idx
-        row[1:-1] = lookup[np.frombuffer(residues, dtype=np.uint8)]
-        rows.append(row)
-    return rows
-
-
-def _tokens(batch: Sequence[_Piece], records: Sequence[tuple[str, str]], alphabet) -> torch.Tensor:
-    """Padded token matrix, shape (len(batch), longest + 2)."""
-    rows = _token_rows(batch, records, alphabet)
-    tokens = np.full((len(rows), max(len(row) for row in rows)), alphabet.padding_idx, dtype=np.int64)
-    for index, row in enumerate(rows):
-        tokens[index, :len(row)] = row
-    return torch.from_numpy(tokens)
-
-
-def _lookup_table(alphabet) -> np.ndarray:
-    """Byte -> token index for the residue letters (validated records only contain those)."""
-    table = np.full(256, alphabet.unk_idx, dtype=np.int64)
-    for letter in AMINO_ACIDS + EXTRA_LETTERS:
-        table[ord(letter)] = alphabet.tok_to_idx[letter]
-    return table
-
-
-def _merge_windows(pieces: Sequence[_Piece], values: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Join overlapping windows; each residue comes from the window whose centre is nearest."""
-    order = sorted(range(len(pieces)), key=lambda i: pieces[i].start)
-    parts = []
-    for rank, i in enumerate(order):
-        piece = pieces[i]
-        lo = piece.start if rank == 0 else (piece.start + pieces[order[rank - 1]].stop) // 2
-        hi = piece.stop if rank == len(order) - 1 else (pieces[order[rank + 1]].start + piece.stop) // 2
-        parts.append(values[i][lo - piece.start:hi - piece.start])
-    return torch.cat(parts, dim=0)
 
 
 # ---------------------------------------------------------------------------------------------- engine
@@ -247,7 +117,7 @@ class _Run:
     lengths: np.ndarray
     kept: dict[str, dict[str, np.ndarray]]
     moments: object | None
-    pending: dict[int, list[tuple[_Piece, dict[str, torch.Tensor]]]] = field(default_factory=dict)
+    pending: dict[int, list[tuple[Piece, dict[str, torch.Tensor]]]] = field(default_factory=dict)
 
 
 class LadderEmbedder:
@@ -283,8 +153,8 @@ class LadderEmbedder:
                  progress: bool = True, attention: str = "auto") -> None:
         if not models:
             raise ValueError("models is empty: give at least one {name: model}")
-        if long_sequences not in _LONG_MODES:
-            raise ValueError(f"long_sequences={long_sequences!r} must be one of {_LONG_MODES}")
+        if long_sequences not in LONG_MODES:
+            raise ValueError(f"long_sequences={long_sequences!r} must be one of {LONG_MODES}")
         if not 0 <= int(window_overlap) < MAX_RESIDUES // 2:
             raise ValueError(f"window_overlap={window_overlap} must be between 0 and {MAX_RESIDUES // 2 - 1}")
         if attention not in ATTENTION_MODES:
@@ -331,7 +201,7 @@ class LadderEmbedder:
         EmbeddingResult
         """
         records = validate_records(records)
-        pieces, counts = _plan(records, self.long_sequences, self.window_overlap, MAX_RESIDUES)
+        pieces, counts = plan(records, self.long_sequences, self.window_overlap, MAX_RESIDUES)
         pooled = {name: torch.zeros(len(records), dim, device=self.device) for name, dim in self.dims.items()}
         state = _Run(records, counts, self._keep_set(records, per_residue), pooled=pooled,
                      lengths=np.zeros(len(records), dtype=np.int64), kept={name: {} for name in self.models},
@@ -362,15 +232,15 @@ class LadderEmbedder:
                                moments=state.moments)
 
     # -------------------------------------------------------------------------------- internals
-    def _batches(self, pieces: Sequence[_Piece]) -> list[list[_Piece]]:
+    def _batches(self, pieces: Sequence[Piece]) -> list[list[Piece]]:
         if self.attention == "packed":
-            return _packed_batches(pieces, self.token_budget)
-        return _batches(pieces, self.token_budget)
+            return packed_batches(pieces, self.token_budget)
+        return padded_batches(pieces, self.token_budget)
 
-    def _host_tokens(self, batch: Sequence[_Piece], records) -> PackedTokens | torch.Tensor:
+    def _host_tokens(self, batch: Sequence[Piece], records) -> PackedTokens | torch.Tensor:
         if self.attention == "packed":
-            return PackedTokens.from_rows(_token_rows(batch, records, self.alphabet))
-        return _tokens(batch, records, self.alphabet)
+            return PackedTokens.from_rows(token_rows(batch, records, self.alphabet))
+        return padded_tokens(batch, records, self.alphabet)
 
     def _to_device(self, values: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Host -> device through pinned memory, not blocking the host (CUDA)."""
@@ -379,7 +249,7 @@ class LadderEmbedder:
             return values.to(self.device)
         return values.pin_memory().to(self.device, non_blocking=True)
 
-    def _residues(self, batch: Sequence[_Piece], outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _residues(self, batch: Sequence[Piece], outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Residue rows (BOS/EOS/padding dropped) of every piece, in batch order: (n_residues, dim) float32."""
         sizes = np.array([piece.length for piece in batch], dtype=np.int64)
         first = next(iter(outputs.values()))
@@ -392,7 +262,7 @@ class LadderEmbedder:
         index = self._to_device(index)
         return {name: out.reshape(-1, out.shape[-1]).index_select(0, index).float() for name, out in outputs.items()}
 
-    def _collect(self, batch: Sequence[_Piece], residues: dict[str, torch.Tensor], state: _Run) -> None:
+    def _collect(self, batch: Sequence[Piece], residues: dict[str, torch.Tensor], state: _Run) -> None:
         """Pool, keep and accumulate the moments of one batch's residues (batch order, see _residues)."""
         sizes = np.array([piece.length for piece in batch], dtype=np.int64)
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
@@ -432,7 +302,7 @@ class LadderEmbedder:
         record = parts[0][0].record
         record_id = state.records[record][0]
         for name in self.models:
-            value = _merge_windows([piece for piece, _ in parts], [values[name] for _, values in parts])
+            value = merge_windows([piece for piece, _ in parts], [values[name] for _, values in parts])
             state.lengths[record] = value.shape[0]
             state.pooled[name][record] = value.to(torch.float64).mean(dim=0).float()
             done[name].append(value)
@@ -469,8 +339,8 @@ class LadderEmbedder:
             forward = lean_forward if self.fast else stock_forward
             return {name: forward(model, tokens) for name, model in self.models.items()}
 
-    def _forward_with_retry(self, batch: list[_Piece], host: PackedTokens | torch.Tensor,
-                            queue: list[list[_Piece]]) -> dict[str, torch.Tensor] | None:
+    def _forward_with_retry(self, batch: list[Piece], host: PackedTokens | torch.Tensor,
+                            queue: list[list[Piece]]) -> dict[str, torch.Tensor] | None:
         """The batch's residue rows per model (see ``_residues``), or None after an OOM re-queued it split."""
         tokens = host.to(self.device) if isinstance(host, PackedTokens) else self._to_device(host)
         try:

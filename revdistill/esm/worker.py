@@ -77,9 +77,9 @@ def worker_dir(runtime_dir: str | Path | None = None) -> Path:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and Path(runtime).is_dir():
         return Path(runtime) / "revdistill-worker"
-    from revdistill.paths import cache_root
+    from revdistill.paths import cache_dir
 
-    return cache_root() / "worker"
+    return cache_dir("worker")
 
 
 def _send(connection: Connection, message: Mapping[str, Any]) -> None:

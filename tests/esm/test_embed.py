@@ -216,10 +216,10 @@ def test_cuda_bf16_fast_path_agrees_with_stock_fp32_per_residue():
 
 # ---------------------------------------------------------------------------------------------- packed layout
 def test_packed_batches_fill_a_budget_of_real_tokens():
-    from revdistill.esm.embed import _packed_batches, _Piece
+    from revdistill.esm.batching import Piece, packed_batches
 
-    pieces = [_Piece(index, 0, length) for index, length in enumerate([5, 300, 1, 1022, 40, 40, 7])]
-    batches = _packed_batches(pieces, 1100)
+    pieces = [Piece(index, 0, length) for index, length in enumerate([5, 300, 1, 1022, 40, 40, 7])]
+    batches = packed_batches(pieces, 1100)
     assert sorted(piece.record for batch in batches for piece in batch) == list(range(7))
     assert all(sum(piece.length + 2 for piece in batch) <= 1100 for batch in batches if len(batch) > 1)
     assert [[piece.length for piece in batch] for batch in batches] == [[1022], [300, 40, 40, 7, 5, 1]]
