@@ -127,11 +127,19 @@ class DashboardState:
             listener(analysis)
 
     def embedder(self, device: str) -> Any:
-        """The session's embedder for ``device`` (models stay loaded between computations)."""
-        from revdistill.esm.runner import EmbedOptions, LocalEmbedder  # noqa: PLC0415
+        """The session's embedder for ``device``.
+
+        With ``$REVDISTILL_EMBED_WORKER=1`` (what ``make dashboard`` sets) a client of the server's one
+        embedding worker, which owns the models for every visitor; otherwise the models load in this
+        kernel and stay loaded between computations.
+        """
+        from revdistill.esm.runner import EmbedOptions  # noqa: PLC0415
+        from revdistill.esm.worker import make_embedder  # noqa: PLC0415
 
         if device not in self._embedders:
-            self._embedders[device] = LocalEmbedder(EmbedOptions(device=device, weights_dir=self.options.weights_dir))
+            dtype = "bf16" if device.startswith("cuda") else "fp32"
+            self._embedders[device] = make_embedder(EmbedOptions(device=device, dtype=dtype,
+                                                                 weights_dir=self.options.weights_dir))
         return self._embedders[device]
 
     # -- errors ----------------------------------------------------------------------------------
