@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Choices", "Analysis", "compute_analysis", "ladder_choices", "LADDER_CORPORA", "FIT_ON_CHOICES",
            "ModelChoice", "model_choices", "default_models", "available_device", "REAL_MODELS", "TINY_FAMILY",
-           "WEIGHTS_HELP"]
+           "WEIGHTS_HELP", "task_store_path", "ordered_models"]
 
 ProgressCallback = Callable[[float, str], None]
 
@@ -147,10 +147,9 @@ def compute_analysis(task: Task, choices: Choices, protocol: Protocol, *, embedd
     """
     from revdistill.esm.models import get_spec  # noqa: PLC0415
     from revdistill.esm.store import EmbeddingStore  # noqa: PLC0415
-    from revdistill.paths import cache_dir  # noqa: PLC0415
 
     report = progress or (lambda fraction, message: None)
-    models = _ordered(choices.models)
+    models = ordered_models(choices.models)
     choices = Choices(models=models, fit_on=choices.fit_on, corpus=choices.corpus, device=choices.device)
     if cpu_threads is not None and choices.device == "cpu":
         import torch  # noqa: PLC0415
@@ -160,8 +159,7 @@ def compute_analysis(task: Task, choices: Choices, protocol: Protocol, *, embedd
     start = time.perf_counter()
     ladders = ladder_choices(choices, task, embedder, cache, lambda f, m: report(0.3 * f, m))
     seconds["ladder"] = time.perf_counter() - start
-    numerics = "-".join(str(value) for _, value in sorted(embedder.options.numerics().items()))
-    store = EmbeddingStore(cache_dir("stores", cache) / f"{task.key}-{'_'.join(models)}-{numerics}.h5")
+    store = EmbeddingStore(task_store_path(task, models, embedder, cache))
     start = time.perf_counter()
     result = run_experiment([task], models, ladders, protocol, store=store, embedder=embedder,
                             progress=lambda f, m: report(0.3 + 0.55 * f, m))
@@ -176,7 +174,15 @@ def compute_analysis(task: Task, choices: Choices, protocol: Protocol, *, embedd
                     trained=all(get_spec(name).trained for name in models), seconds=seconds)
 
 
-def _ordered(models: tuple[str, ...]) -> tuple[str, ...]:
+def task_store_path(task: Task, models: tuple[str, ...], embedder: Any, cache: str | Path | None = None) -> Path:
+    """The store a task's embeddings go to (content hash, models, numerics): a second run embeds nothing."""
+    from revdistill.paths import cache_dir  # noqa: PLC0415
+
+    numerics = "-".join(str(value) for _, value in sorted(embedder.options.numerics().items()))
+    return cache_dir("stores", cache) / f"{task.key}-{'_'.join(models)}-{numerics}.h5"
+
+
+def ordered_models(models: tuple[str, ...]) -> tuple[str, ...]:
     """Aliases sorted by width; equal widths are an error."""
     from revdistill.esm.models import get_spec  # noqa: PLC0415
 

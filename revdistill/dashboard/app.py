@@ -1,4 +1,4 @@
-"""The dashboard app: five panels sharing one :class:`~.state.DashboardState`, plus the error box.
+"""The dashboard app: six panels sharing one :class:`~.state.DashboardState`, plus the error box.
 
 ``notebooks/dashboard.ipynb`` is just::
 
@@ -17,6 +17,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from .decomposition_panel import DecompositionPanel
+from .landscape_panel import LandscapePanel
 from .models_panel import ModelsPanel
 from .scaling_panel import ScalingPanel
 from .serving import prepare_static, under_voila
@@ -46,6 +47,11 @@ STYLE = """
 .rd-table td, .rd-table th {border-bottom: 1px solid #eee; padding: 2px 8px; text-align: left;}
 .rd-readout {font-size: 0.92em; line-height: 1.4;}
 .rd-download {margin-right: 1em;}
+.rd-assay-list select {font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 12px;}
+.rd-assay-header {font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 12px; margin: 4px 0 0 4px;
+                  color: #555; font-weight: bold;}
+.rd-estimate {margin: 4px 0;}
+.rd-app .js-plotly-plot .layer-below image, .rd-app .js-plotly-plot .layer-above image {image-rendering: pixelated;}
 </style>
 """
 
@@ -53,7 +59,8 @@ HEADER = """
 <div class='rd-title'><h1>revdistill · reverse-distilled ESM-2 explorer</h1>
 <p>Reverse distillation turns a ladder of ESM-2 models (8M → 35M → 150M …) into one nested embedding: its first
 320 dimensions are ESM-2 8M exactly, the next block is what 35M adds beyond 8M, and so on. Pick models and data,
-press <b>Compute</b>, then slice prefixes, view subspaces and plot scaling curves.</p></div>
+press <b>Compute</b>, then slice prefixes, view subspaces, plot scaling curves and, for a DMS assay, see its
+mutational landscape.</p></div>
 """
 
 
@@ -88,7 +95,7 @@ class App:
         Display this.
     state : DashboardState
     errors : ErrorBox
-    models, decomposition, slicer, umap, scaling : panels
+    models, decomposition, slicer, umap, scaling, landscape : panels
     """
 
     widget: Any
@@ -99,6 +106,7 @@ class App:
     slicer: SlicerPanel
     umap: UmapPanel
     scaling: ScalingPanel
+    landscape: LandscapePanel
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)
@@ -136,10 +144,11 @@ def build_app(options: DashboardOptions | None = None, *, warm_up: bool = True,
     slicer = SlicerPanel(state)
     umap = UmapPanel(state)
     scaling = ScalingPanel(state)
+    landscape = LandscapePanel(state)
     widget = widgets.VBox([
         widgets.HTML(STYLE + HEADER), errors.widget, models.widget, decomposition.widget,
-        slicer.widget, umap.widget, scaling.widget,
+        slicer.widget, umap.widget, scaling.widget, landscape.widget,
     ], layout={"max_width": "1200px"})
     widget.add_class("rd-app")
     return App(widget=widget, state=state, errors=errors, models=models, decomposition=decomposition,
-               slicer=slicer, umap=umap, scaling=scaling)
+               slicer=slicer, umap=umap, scaling=scaling, landscape=landscape)

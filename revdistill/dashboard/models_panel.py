@@ -1,4 +1,12 @@
-"""Panel 1, models & data: ESM-2 sizes, the data set, the device, and the Compute button."""
+"""Panel 1, models & data: ESM-2 sizes (with their downloads), the data set, the device, and Compute.
+
+Everything a newcomer needs is here, without a terminal: each ESM-2 size can be downloaded in place
+(:mod:`.weights_panel`), any of ProteinGym's 217 assays picked from a browser and fetched on Compute
+(:mod:`.assay_browser`), and before computing the panel says how much there is to embed and about how
+long it takes on this machine (:mod:`.timing`, from a short cached calibration run), with a seeded
+subsample of variants offered for a quick look (labelled as such on every figure). While Compute runs,
+progress shows the time elapsed and an estimate of the time left.
+"""
 from __future__ import annotations
 
 import html
@@ -7,28 +15,24 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from .analysis import (FIT_ON_CHOICES, LADDER_CORPORA, TINY_FAMILY, WEIGHTS_HELP, Choices, ModelChoice,
-                       available_device, compute_analysis, default_models, model_choices)
+from .analysis import (FIT_ON_CHOICES, LADDER_CORPORA, TINY_FAMILY, Choices, ModelChoice, available_device,
+                       compute_analysis, default_models, model_choices, ordered_models, task_store_path)
+from .assay_browser import AssayBrowser
 from .data import demo_task, proteingym_task, uploaded_task
 from .state import DashboardState
-from .widgets import section_title
+from .timing import (Estimate, ProgressClock, cached_speed, calibrate, corpus_residues_to_embed, embedded_residues,
+                     stored_records)
+from .weights_panel import WeightsControls
+from .widgets import Throttle, section_title
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ModelsPanel", "build_models_panel", "DATA_SOURCES"]
+__all__ = ["ModelsPanel", "build_models_panel", "DATA_SOURCES", "DEFAULT_SUBSAMPLE"]
 
 DATA_SOURCES = {"demo": "Bundled demo set", "proteingym": "ProteinGym assay", "upload": "Upload FASTA / DMS CSV"}
-
-
-def _local_assays(proteingym_dir: Any) -> list[str]:
-    """Assay ids whose CSV is present in the local ProteinGym folder (for the combobox)."""
-    try:
-        from revdistill.proteingym import resolve_data_dir  # noqa: PLC0415
-
-        folder = resolve_data_dir(proteingym_dir)
-    except Exception:  # noqa: BLE001 - no local data is a normal situation
-        return []
-    return sorted(path.stem for path in folder.rglob("*.csv") if "_" in path.stem and path.parent.name == "assays")
+#: Variants in a quick-look subsample.
+DEFAULT_SUBSAMPLE = 1000
+SUBSAMPLE_SEED = 0
 
 
 class ModelsPanel:
@@ -37,161 +41,318 @@ class ModelsPanel:
     Parameters
     ----------
     state : DashboardState
+    check_network : bool
+        Check in the background whether the weights server answers.
 
     Attributes
     ----------
     widget : ipywidgets.VBox
     checkboxes : dict of str to ipywidgets.Checkbox
         One per model alias, in ladder order; disabled with the reason when unavailable.
-    source, assay_id, upload, device, fit_on, corpus, compute, progress, status : widgets
+    weights : WeightsControls
+        Download size, button and progress per ESM-2 size.
+    browser : AssayBrowser
+        The ProteinGym assays (shown for the "ProteinGym assay" data choice).
+    source, upload, subsample, subsample_size, device, fit_on, corpus, estimate, compute, progress, status
+        The other controls.
     """
 
-    def __init__(self, state: DashboardState) -> None:
-        from revdistill.esm.models import get_spec  # noqa: PLC0415
-
+    def __init__(self, state: DashboardState, check_network: bool = True) -> None:
         self.state = state
         options = state.options
         device = available_device()
         self.choices: list[ModelChoice] = model_choices(device, options.weights_dir)
         defaults = default_models(self.choices)
-        self.real_weights = defaults != TINY_FAMILY
-        self.banner = widgets.HTML(self._banner_html())
+        self.banner = widgets.HTML("")
         self.checkboxes: dict[str, widgets.Checkbox] = {}
-        columns: dict[bool, list[widgets.Widget]] = {
-            True: [widgets.HTML("<b>ESM-2 (pretrained)</b>")],
-            False: [widgets.HTML("<b>Tiny untrained family (offline demo)</b>")],
-        }
-        for choice in self.choices:
-            box = widgets.Checkbox(value=choice.alias in defaults and choice.available,
-                                   description=choice.label, disabled=not choice.available,
-                                   indent=False, layout={"width": "250px"})
-            box.add_class(f"rd-model-{choice.alias}")
-            self.checkboxes[choice.alias] = box
-            reason = widgets.HTML(f"<span class='rd-reason'>{html.escape(choice.reason)}</span>")
-            columns[get_spec(choice.alias).trained].append(widgets.HBox([box, reason]))
-        models_box = widgets.HBox([widgets.VBox(columns[True], layout={"width": "480px"}),
-                                   widgets.VBox(columns[False])])
-
+        self.reasons: dict[str, widgets.HTML] = {}
+        self.weights = WeightsControls(state, self.refresh_models, check_network=check_network)
+        self._calibrating: set[tuple] = set()
+        self._tasks: dict[str, Any] = {}
+        models_box = self._models_box(defaults)
         self.source = widgets.RadioButtons(options=[(label, key) for key, label in DATA_SOURCES.items()],
                                            value="demo", description="Data", layout={"width": "auto"})
-        self.assay_id = widgets.Combobox(placeholder="DMS_id, e.g. PIN1_HUMAN_Tsuboyama_2023_1I6C",
-                                         options=_local_assays(options.proteingym_dir),
-                                         description="Assay", ensure_option=False,
-                                         layout={"width": "460px"})
+        self.browser = AssayBrowser(state, on_pick=lambda _dms_id: self.update_estimate())
         limit = options.max_upload_bytes / 1e6
         self.upload = widgets.FileUpload(accept=".fasta,.fa,.faa,.csv", multiple=False,
-                                         description=f"Upload (≤ {limit:.0f} MB)",
-                                         layout={"width": "230px"})
+                                         description=f"Upload (≤ {limit:.0f} MB)", layout={"width": "230px"})
         self.upload.add_class("rd-upload")
+        self.subsample = widgets.Checkbox(value=False, indent=False, description="Quick look: a seeded subsample of",
+                                          layout={"width": "260px"})
+        self.subsample.add_class("rd-subsample")
+        self.subsample_size = widgets.BoundedIntText(value=DEFAULT_SUBSAMPLE, min=50, max=10_000_000, step=100,
+                                                     layout={"width": "110px"})
         devices = ["cpu"] + (["cuda"] if device == "cuda" else [])
-        self.device = widgets.Dropdown(options=devices, value=device, description="Device",
-                                       layout={"width": "200px"})
+        self.device = widgets.Dropdown(options=devices, value=device, description="Device", layout={"width": "200px"})
         self.fit_on = widgets.Dropdown(options=[(label, key) for key, label in FIT_ON_CHOICES.items()],
                                        value="nested", description="Fit", layout={"width": "420px"})
         self.fit_on.add_class("rd-fit-on")
         self.corpus = widgets.Dropdown(options=[(label, key) for key, label in LADDER_CORPORA.items()],
                                        value="proteingym", description="Ladder on", layout={"width": "420px"})
         self.corpus.add_class("rd-corpus")
+        self.estimate = widgets.HTML("")
+        self.estimate.add_class("rd-estimate")
         self.compute = widgets.Button(description="Compute", button_style="primary", icon="play")
         self.compute.add_class("rd-compute")
         self.progress = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, layout={"width": "300px"})
         self.status = widgets.Label(value="Choose models and data, then press Compute.")
         self.status.add_class("rd-status")
-
-        self.source.observe(state.guard(self._on_source, "data source"), names="value")
-        self.compute.on_click(state.guard(self.on_compute, "Compute"))
+        self._observe()
         self._on_source({"new": self.source.value})
-        data_box = widgets.VBox([self.source, widgets.HBox([self.assay_id]), self.upload])
         protocol = widgets.HTML(f"<div class='rd-hint rd-protocol'>Protocol: {html.escape(state.protocol.describe())}"
                                 "</div>")
+        data_box = widgets.VBox([self.source, self.browser.widget, self.upload,
+                                 widgets.HBox([self.subsample, self.subsample_size,
+                                               widgets.HTML("<span class='rd-reason'>variants (seed 0; every figure "
+                                                            "says so)</span>")])])
         self.widget = widgets.VBox([
             section_title("1 · Models & data",
-                          "ESM-2 sizes form the ladder (small → large); greyed sizes say why."),
+                          "ESM-2 sizes form the ladder (small → large); a missing size can be downloaded here."),
             self.banner, models_box, data_box, widgets.HBox([self.device]),
-            widgets.HBox([self.fit_on, self.corpus]), protocol,
+            widgets.HBox([self.fit_on, self.corpus]), protocol, self.estimate,
             widgets.HBox([self.compute, self.progress, self.status]),
         ])
         self.widget.add_class("rd-panel")
+        self._show_banner()
+        state.guard(self.update_estimate, "estimate")()
 
-    def _banner_html(self) -> str:
-        if self.real_weights:
-            return ""
-        return ("<div class='rd-banner'><b>Demo mode: untrained tiny models.</b> No ESM-2 weights were "
-                "found, so the dashboard uses a tiny, randomly initialised ESM-2 family (tiny-32 → "
-                "tiny-48 → tiny-64). Every number it shows is real computation on that family, but it "
-                f"says nothing about proteins. {html.escape(WEIGHTS_HELP)}</div>")
+    # -- models ----------------------------------------------------------------------------------------
+    def _models_box(self, defaults: tuple[str, ...]) -> widgets.VBox:
+        from revdistill.esm.models import get_spec  # noqa: PLC0415
 
-    def _on_source(self, change: dict[str, Any]) -> None:
-        source = change["new"]
-        self.assay_id.layout.display = "flex" if source == "proteingym" else "none"
-        self.upload.layout.display = "flex" if source == "upload" else "none"
+        real = [widgets.HTML("<b>ESM-2 (pretrained)</b>")]
+        tiny = [widgets.HTML("<b>Tiny untrained family (offline demo)</b>")]
+        for choice in self.choices:
+            box = widgets.Checkbox(value=choice.alias in defaults and choice.available, description=choice.label,
+                                   disabled=not choice.available, indent=False, layout={"width": "250px"})
+            box.add_class(f"rd-model-{choice.alias}")
+            self.checkboxes[choice.alias] = box
+            reason = widgets.HTML(f"<span class='rd-reason'>{html.escape(choice.reason)}</span>",
+                                  layout={"width": "150px"})
+            self.reasons[choice.alias] = reason
+            if get_spec(choice.alias).trained:
+                real.append(widgets.HBox([box, reason, self.weights.row(choice.alias)]))
+            else:
+                tiny.append(widgets.HBox([box, reason]))
+        return widgets.VBox([widgets.VBox(real), widgets.VBox(tiny)])
 
-    # -- actions ---------------------------------------------------------------------------------
+    def refresh_models(self) -> None:
+        """Read which models can be chosen again (after a download) and enable their checkboxes."""
+        self.choices = model_choices(self.device.value, self.state.options.weights_dir)
+        for choice in self.choices:
+            box = self.checkboxes[choice.alias]
+            box.disabled = not choice.available
+            if not choice.available:
+                box.value = False
+            self.reasons[choice.alias].value = f"<span class='rd-reason'>{html.escape(choice.reason)}</span>"
+        self._show_banner()
+        self.update_estimate()
+
+    def _show_banner(self) -> None:
+        available = [c.alias for c in self.choices if c.available and c.alias not in TINY_FAMILY]
+        if available:
+            self.banner.value = ""
+            return
+        self.banner.value = (
+            "<div class='rd-banner'><b>Demo mode: untrained tiny models.</b> No ESM-2 weights are on this machine "
+            "yet, so the dashboard uses a tiny, randomly initialised ESM-2 family (tiny-32 → tiny-48 → tiny-64): "
+            "every number it shows is real computation on that family, but it says nothing about proteins. Press "
+            "<b>Download</b> beside the ESM-2 sizes below (8M, 35M and 150M make a first ladder); each size can be "
+            "ticked as soon as its download ends.</div>")
+
     def selected_models(self) -> tuple[str, ...]:
         """Checked aliases, in ladder order."""
         return tuple(alias for alias, box in self.checkboxes.items() if box.value and not box.disabled)
-
-    def load_task(self):
-        """The task chosen in the panel, read with the session's protocol (may raise ``ValueError``)."""
-        source = self.source.value
-        protocol = self.state.protocol
-        if source == "demo":
-            return demo_task(protocol)
-        elif source == "proteingym":
-            return proteingym_task(self.assay_id.value, protocol, self.state.options.proteingym_dir)
-        elif source == "upload":
-            files = list(self.upload.value)
-            if not files:
-                raise ValueError("choose a FASTA or DMS CSV file to upload first")
-            item = files[0]
-            return uploaded_task(item["name"], bytes(item["content"]), self.state.options.max_upload_bytes, protocol,
-                                 self.state.options.proteingym_dir)
-        else:
-            raise ValueError(f"unknown data source {source!r}; choose from {list(DATA_SOURCES)}")
 
     def selection(self) -> Choices:
         """The models, ladder and device chosen (checked)."""
         return Choices(models=self.selected_models(), fit_on=self.fit_on.value, corpus=self.corpus.value,
                        device=self.device.value)
 
-    def on_compute(self, _button: Any = None) -> None:
-        """Fit or fetch the ladder, run the experiment and precompute the views in the background; then
-        publish the analysis."""
-        choices = self.selection()
+    # -- data ------------------------------------------------------------------------------------------
+    def _observe(self) -> None:
+        guard = self.state.guard
+        self.source.observe(guard(self._on_source, "data source"), names="value")
+        for control in (*self.checkboxes.values(), self.device, self.fit_on, self.corpus, self.subsample,
+                        self.subsample_size):
+            control.observe(guard(lambda _change: self.update_estimate(), "estimate"), names="value")
+        self.upload.observe(guard(self._on_upload, "upload"), names="value")
+        self.compute.on_click(guard(self.on_compute, "Compute"))
+
+    def _on_source(self, change: dict[str, Any]) -> None:
+        source = change["new"]
+        self.browser.widget.layout.display = "flex" if source == "proteingym" else "none"
+        self.upload.layout.display = "flex" if source == "upload" else "none"
+        self.update_estimate()
+
+    def _on_upload(self, _change: Any) -> None:
+        self._tasks.pop("upload", None)
+        self.update_estimate()
+
+    def assay_id(self) -> str:
+        """The chosen ProteinGym assay: the browser's choice, else an id typed in its search box."""
+        chosen = self.browser.selected or self.browser.query.value.strip()
+        if not chosen:
+            raise ValueError("pick a ProteinGym assay in the list (search by protein, organism or id)")
+        return chosen
+
+    def load_task(self):
+        """The task chosen in the panel, read with the session's protocol (may raise ``ValueError``)."""
+        source, protocol, options = self.source.value, self.state.protocol, self.state.options
+        if source == "demo":
+            key = "demo"
+        elif source == "proteingym":
+            key = f"proteingym:{self.assay_id()}"
+        elif source == "upload":
+            key = "upload"
+            if not self.upload.value:
+                raise ValueError("choose a FASTA or DMS CSV file to upload first")
+        else:
+            raise ValueError(f"unknown data source {source!r}; choose from {list(DATA_SOURCES)}")
+        if key not in self._tasks:
+            if source == "demo":
+                self._tasks[key] = demo_task(protocol)
+            elif source == "proteingym":
+                self._tasks[key] = proteingym_task(self.assay_id(), protocol, options.proteingym_dir)
+            else:
+                item = list(self.upload.value)[0]
+                self._tasks[key] = uploaded_task(item["name"], bytes(item["content"]), options.max_upload_bytes,
+                                                 protocol, options.proteingym_dir)
+        return self._tasks[key]
+
+    def _subsample_size(self, n_records: int) -> int | None:
+        """Variants of the quick-look subsample, or None for the whole data set."""
+        if not self.subsample.value or self.subsample_size.value >= n_records:
+            return None
+        return int(self.subsample_size.value)
+
+    # -- estimate --------------------------------------------------------------------------------------
+    def _workload(self, models: tuple[str, ...]) -> tuple[int, int, float, int | None, list | None]:
+        """``(records, residues to embed, mean residues per record, stored records or None, records if known)``
+        of the chosen data."""
+        dms_id = self.browser.selected if self.source.value == "proteingym" else None
+        if self.source.value == "proteingym" and (dms_id is None or not bool(self.browser.row(dms_id)["local"])):
+            if dms_id is None:
+                raise LookupError("pick an assay to see its size")
+            row = self.browser.row(dms_id)
+            records = int(row["singles"] if self.state.protocol.singles_only else row["total"])
+            size = self._subsample_size(records) or records
+            per_record = embedded_residues(int(row["length"]))
+            return size, size * per_record, per_record, None, None
         task = self.load_task()
+        size = self._subsample_size(len(task)) or len(task)
+        stored = stored_records(task_store_path(task, models, self.state.embedder(self.device.value),
+                                                self.state.options.cache_dir)) if size == len(task) else set()
+        lengths = {record_id: embedded_residues(len(sequence)) for record_id, sequence in task.records}
+        todo = sum(n for record_id, n in list(lengths.items())[:size] if record_id not in stored)
+        return size, todo, sum(lengths.values()) / max(len(lengths), 1), len(stored), task.records
+
+    def update_estimate(self) -> None:
+        """Show what Compute has to embed and about how long it takes; measure the speed if not known."""
+        try:
+            models = ordered_models(self.selected_models())
+            if len(models) < 2:
+                raise LookupError("tick at least two model sizes")
+            records, residues, length, stored, known = self._workload(models)
+        except (LookupError, ValueError) as reason:
+            self.estimate.value = f"<span class='rd-hint'>Estimate: {html.escape(str(reason))}.</span>"
+            self._estimate = None
+            return
+        embedder = self.state.embedder(self.device.value)
         options = self.state.options
-        embedder = self.state.embedder(choices.device)
-        self.compute.disabled = True
-        self.progress.value = 0.0
-        self.progress.bar_style = "info"
-        self.status.value = f"{task.name}: {len(task)} sequences, models {', '.join(choices.models)} …"
+        corpus = corpus_residues_to_embed(models, self.corpus.value, self.fit_on.value, embedder, options.cache_dir,
+                                          known)
+        speed = cached_speed(models, self.device.value, embedder.options.numerics(), length,
+                             threads=self._threads(), cache=options.cache_dir)
+        self._estimate = Estimate(records=records, residues=residues, stored=stored, corpus_residues=corpus,
+                                  speed=speed)
+        self.estimate.value = f"<span class='rd-hint'>Estimate: {html.escape(self._estimate.describe())}</span>"
+        if speed is None:
+            self._calibrate(models, length)
+
+    def _threads(self) -> int:
+        import torch  # noqa: PLC0415
+
+        threads = self.state.options.cpu_threads
+        return int(threads if threads is not None else torch.get_num_threads()) if self.device.value == "cpu" else 0
+
+    def _calibrate(self, models: tuple[str, ...], length: float) -> None:
+        """Measure the speed of ``models`` in the background (once per setting), then redo the estimate."""
+        key = (models, self.device.value, round(length))
+        if key in self._calibrating:
+            return
+        self._calibrating.add(key)
+        embedder, options = self.state.embedder(self.device.value), self.state.options
 
         def work() -> Any:
+            if self.device.value == "cpu" and options.cpu_threads is not None:
+                import torch  # noqa: PLC0415
+
+                torch.set_num_threads(int(options.cpu_threads))
+            return calibrate(embedder, models, int(length), cache=options.cache_dir)
+
+        self.state.run_task("measure embedding speed", work, lambda _speed: self.update_estimate())
+
+    # -- compute ---------------------------------------------------------------------------------------
+    def on_compute(self, _button: Any = None) -> None:
+        """Fetch the assay if needed, read the data (a seeded subsample when asked), fit or fetch the
+        ladder, run the experiment and precompute the views, in the background; then publish the analysis."""
+        choices = self.selection()
+        dms_id = self.assay_id() if self.source.value == "proteingym" else None
+        fetch = dms_id is not None and dms_id in set(self.browser.catalog["DMS_id"]) and not bool(
+            self.browser.row(dms_id)["local"])
+        task = None if fetch else self.load_task()
+        want = self.subsample.value and int(self.subsample_size.value)
+        options = self.state.options
+        embedder = self.state.embedder(choices.device)
+        estimate = getattr(self, "_estimate", None)
+        clock = ProgressClock(None if estimate is None else estimate.seconds)
+        post = Throttle(self.state, self._set_progress, interval=0.25)
+        self.compute.disabled = True
+        self.progress.value, self.progress.bar_style = 0.0, "info"
+        self.status.value = f"{dms_id or task.name}: starting with models {', '.join(choices.models)} …"
+
+        def on_bytes(done: int, total: int | None, label: str) -> None:
+            shown = f"{done / 1e6:.1f} of {total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
+            post(0.02 * (done / total if total else 0.0), f"fetching {label}: {shown}")
+
+        def work() -> Any:
+            nonlocal task
+            if fetch:
+                self.browser.fetch(dms_id, progress=on_bytes)
+            if task is None:
+                task = proteingym_task(dms_id, self.state.protocol, options.proteingym_dir)
+                self._tasks[f"proteingym:{dms_id}"] = task
+            if want and want < len(task):
+                from revdistill.experiment.tasks import subsample_task  # noqa: PLC0415
+
+                task = subsample_task(task, want, SUBSAMPLE_SEED)
             return compute_analysis(task, choices, self.state.protocol, embedder=embedder, cache=options.cache_dir,
-                                    cpu_threads=options.cpu_threads, progress=self._post_progress)
+                                    cpu_threads=options.cpu_threads,
+                                    progress=lambda f, m: post(f, f"{m} · {clock.describe(f)}"))
 
         def done(analysis: Any) -> None:
-            self.progress.value = 1.0
-            self.progress.bar_style = "success"
+            self.progress.value, self.progress.bar_style = 1.0, "success"
             spent = sum(analysis.seconds.values())
             self.state.set_analysis(analysis)
-            self.status.value = (f"{task.name}: {len(task)} sequences × {len(analysis.models)} models "
-                                 f"({spent:.1f} s). Ready.")
+            self.status.value = (f"{analysis.task.name}: {len(analysis.task)} sequences × {len(analysis.models)} "
+                                 f"models ({spent:.1f} s). Ready.")
 
         def finally_() -> None:
             self.compute.disabled = False
+            if fetch:
+                self.browser.mark_local(dms_id)
             if self.progress.bar_style != "success":
                 self.progress.bar_style = "danger"
                 self.status.value = "Compute failed (see the message above)."
+            self.update_estimate()
 
         self.state.run_task("Compute", work, done, finally_=finally_)
 
-    def _post_progress(self, fraction: float, message: str) -> None:
-        self.state.call_soon(self._set_progress, fraction, message)
-
     def _set_progress(self, fraction: float, message: str) -> None:
-        self.progress.value = max(0.0, min(1.0, fraction))
-        self.status.value = message
+        if self.progress.bar_style == "info":  # a late update must not undo "done" or "failed"
+            self.progress.value = max(0.0, min(1.0, fraction))
+            self.status.value = message
 
 
 def build_models_panel(state: DashboardState) -> ModelsPanel:

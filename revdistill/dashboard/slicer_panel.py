@@ -4,8 +4,9 @@ Everything the slider shows is precomputed: the views by :func:`revdistill.views
 the probe Spearman of every prefix by the experiment (the ``nested`` and ``truncated`` rows of its
 summary: the same numbers the scaling panel and the CLI show). Moving it redraws the
 *live* figure at once (the marker on the quality curves; the readout): that is cheap whatever the
-number of rows. The PCA view of ``prefix(k)`` swaps one precomputed ``(n, 2)`` array into a
-5,000-point WebGL scatter, which costs a browser far more to redraw; it lives in its own figure and
+number of rows. The PCA view of ``prefix(k)`` swaps one precomputed ``(n, 2)`` array into a scatter
+(WebGL points up to 10,000 rows, a server-side raster above: :mod:`.points`), which costs a browser
+far more to redraw; it lives in its own figure and
 is throttled (at most one redraw per :data:`VIEW_INTERVAL_S`, always ending on the last ``k``), so a
 drag never queues up redraws and the live figure never waits for it.
 """
@@ -21,13 +22,14 @@ import numpy as np
 
 from revdistill.views.style import COLOURS
 
+from .points import PointsFigure
 from .state import DashboardState
-from .widgets import figure_widget, section_title
+from .widgets import figure_widget, section_title, subsample_note
 
 __all__ = ["SlicerPanel", "build_slicer_panel", "snap_to_boundary", "probe_curve"]
 
 MARKER_TRACE = 4
-SCATTER_TRACE = 0
+VIEW_WIDTH, VIEW_HEIGHT = 520, 440
 #: Minimum seconds between two redraws of the PCA view while the slider moves.
 VIEW_INTERVAL_S = 0.25
 
@@ -101,7 +103,7 @@ class SlicerPanel:
         self.slider = self._make_slider(None)
         self.readout = widgets.HTML("<span class='rd-hint'>Press Compute to slice an embedding.</span>")
         self.figure = self._make_figure(None)
-        self.view_figure = self._make_view_figure(None)
+        self.view = self._make_view(None)
         self.widget = widgets.VBox([
             section_title("3 · Matryoshka slicer",
                           "Keep the first k dimensions of the reverse-distilled embedding; the slider "
@@ -110,6 +112,11 @@ class SlicerPanel:
         ])
         self.widget.add_class("rd-panel")
         state.on_analysis(self.update)
+
+    @property
+    def view_figure(self) -> Any:
+        """The PCA view's ``FigureWidget``."""
+        return self.view.figure
 
     @property
     def views(self) -> Any:
@@ -164,27 +171,20 @@ class SlicerPanel:
         )
 
     @staticmethod
-    def _make_view_figure(analysis: Any) -> Any:
-        """The PCA view of prefix(k), full embedding selected, built with all its data."""
-        import plotly.graph_objects as go  # noqa: PLC0415
-
+    def _make_view(analysis: Any) -> PointsFigure:
+        """The PCA view of prefix(k), full embedding selected, built with all its data (WebGL points or a
+        raster, by size: see :mod:`.points`)."""
         if analysis is None:
-            view_x = view_y = colors = []
-            labels: list[str] = []
-            target = ""
-        else:
-            views, table = analysis.views, analysis.task.table
-            view_x, view_y = views.views[-1, 0], views.views[-1, 1]
-            target = "score"
-            colors = table["score"].to_numpy(dtype=np.float64)
-            labels = table["label"].astype(str).tolist()
-        return figure_widget(
-            [go.Scattergl(name="rows", x=view_x, y=view_y, mode="markers", showlegend=False, text=labels,
-                          marker={"size": 4, "colorscale": "Viridis", "showscale": True, "color": colors,
-                                  "colorbar": {"len": 0.8, "title": {"text": target}}},
-                          hovertemplate="%{text}<extra></extra>")],
-            {"height": 440, "width": 520, "title": {"text": "PCA of prefix(k)"}},
-        )
+            return PointsFigure([None], colors=np.zeros(0), labels=[], titles=["PCA of prefix(k)"],
+                                width=VIEW_WIDTH, height=VIEW_HEIGHT)
+        views, table = analysis.views, analysis.task.table
+        view = PointsFigure([views.views[-1].T], colors=table["score"].to_numpy(dtype=np.float64),
+                            labels=table["label"].astype(str).tolist(), titles=["PCA of prefix(k)"],
+                            width=VIEW_WIDTH, height=VIEW_HEIGHT, colorbar={"title": {"text": "score"}})
+        extra = subsample_note(analysis.task)
+        if extra:
+            view.set_note(f"{view.note} · {extra}")
+        return view
 
     def update(self, analysis: Any) -> None:
         """Show an analysis, full embedding selected.
@@ -201,7 +201,7 @@ class SlicerPanel:
         old = (self.slider, self.figure, self.view_figure)
         self.slider = self._make_slider(full)
         self.figure = self._make_figure(analysis)
-        self.view_figure = self._make_view_figure(analysis)
+        self.view = self._make_view(analysis)
         figures = widgets.HBox([self.figure, self.view_figure])
         self.widget.children = (self.widget.children[0], self.slider, self.readout, figures)
         for widget in old:
@@ -249,10 +249,8 @@ class SlicerPanel:
         k, self._pending_view = self._pending_view, None
         if k is None or self.analysis is None:
             return
-        view = self.views.views[self.views.grid_index(k)]
-        scatter = self.view_figure.data[SCATTER_TRACE]
-        with self.view_figure.batch_update():  # one message, one redraw
-            scatter.x, scatter.y = view[0], view[1]  # contiguous rows: sent as binary buffers
+        view = self.views.views[self.views.grid_index(k)]  # (2, n): rows are contiguous
+        self.view.set_points(0, view.T)  # one message, one redraw
         self._last_view_time = time.monotonic()
 
     def _readout(self, k: int) -> str:

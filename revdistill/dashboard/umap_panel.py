@@ -10,13 +10,16 @@ import numpy as np
 from revdistill.views import projection as project
 
 from .data import color_options
+from .points import PointsFigure
 from .state import DashboardState
-from .widgets import figure_widget, hint, section_title
+from .widgets import hint, section_title, subsample_note
 
 __all__ = ["UmapPanel", "build_umap_panel", "subspace_options", "color_values"]
 
 PCA_TRACE = 0
 UMAP_TRACE = 1
+TITLES = ("PCA (instant)", "UMAP (background, cached)")
+WIDTH, HEIGHT = 1100, 440
 
 
 def subspace_options(nested: Any) -> list[tuple[str, str]]:
@@ -43,16 +46,6 @@ def _subspace(nested: Any, key: str) -> np.ndarray:
     raise ValueError(f"subspace {key!r} must start with 'prefix:' or 'block:'")
 
 
-def _columns(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """x and y of ``(n, 2)`` coordinates as contiguous float32 arrays.
-
-    plotly sends contiguous numeric arrays as binary buffers; a strided column view reaches the
-    browser broken ("Error setting state"), so the update is lost.
-    """
-    rows = np.ascontiguousarray(np.asarray(coords, dtype=np.float32).T)
-    return rows[0], rows[1]
-
-
 def color_values(table: Any, column: str) -> tuple[np.ndarray, dict[str, Any]]:
     """Numeric marker colours for ``column`` and the colour-bar settings (categories get tick labels)."""
     values = table[column]
@@ -72,13 +65,13 @@ class UmapPanel:
     subspace, color : ipywidgets.Dropdown
     run_umap : ipywidgets.Button
         Starts the UMAP in the background (results cached on disk; a cached one shows at once).
+    view : PointsFigure
+        PCA (left) and UMAP (right) of the chosen subspace; WebGL points or rasters by size (:mod:`.points`).
     figure : plotly.graph_objects.FigureWidget
-        PCA (left) and UMAP (right) of the chosen subspace.
+        ``view.figure``.
     """
 
     def __init__(self, state: DashboardState) -> None:
-        import plotly.graph_objects as go  # noqa: PLC0415
-
         self.state = state
         self.analysis: Any = None
         self.subspace = widgets.Dropdown(options=[("—", "")], description="Subspace", disabled=True,
@@ -93,17 +86,8 @@ class UmapPanel:
         self.engine = widgets.HTML(self._engine_html())
         self.engine.add_class("rd-umap-engine")
         self._watch_warm_up()
-        empty: list[float] = []
-        marker = {"size": 4, "colorscale": "Viridis"}
-        self.figure = figure_widget(
-            [(go.Scattergl(name="PCA", x=empty, y=empty, mode="markers", marker=dict(marker),
-                           hovertemplate="%{text}<extra>PCA</extra>"), 1, 1),
-             (go.Scattergl(name="UMAP", x=empty, y=empty, mode="markers",
-                           marker=dict(marker, showscale=True, colorbar={"x": 1.02, "len": 0.8}),
-                           hovertemplate="%{text}<extra>UMAP</extra>"), 1, 2)],
-            {"height": 420, "showlegend": False},
-            rows=1, cols=2, subplot_titles=("PCA (instant)", "UMAP (background, cached)"),
-        )
+        self.view = PointsFigure([None, None], colors=np.zeros(0), labels=[], titles=TITLES, width=WIDTH,
+                                 height=HEIGHT)
         self.subspace.observe(state.guard(self.on_subspace, "subspace"), names="value")
         self.color.observe(state.guard(self.on_color, "colour"), names="value")
         self.run_umap.on_click(state.guard(self.on_run_umap, "Compute UMAP"))
@@ -114,10 +98,15 @@ class UmapPanel:
             widgets.HBox([self.run_umap, self.status]),
             self.engine,
             hint("Hover a point to see its mutant / sequence id."),
-            self.figure,
+            self.view.figure,
         ])
         self.widget.add_class("rd-panel")
         state.on_analysis(self.update)
+
+    @property
+    def figure(self) -> Any:
+        """The view's ``FigureWidget``."""
+        return self.view.figure
 
     @staticmethod
     def _engine_html() -> str:
@@ -139,7 +128,7 @@ class UmapPanel:
 
     # -- handlers ---------------------------------------------------------------------------------
     def update(self, analysis: Any) -> None:
-        """New analysis: fill the dropdowns and show the full embedding's PCA."""
+        """New analysis: fill the dropdowns and show the full embedding's PCA (a new figure, built with its data)."""
         self.analysis = analysis
         options = subspace_options(analysis.nested)
         colors = color_options(analysis.task)
@@ -153,7 +142,18 @@ class UmapPanel:
         self.color.observe(self.state.guard(self.on_color, "colour"), names="value")
         for dropdown in (self.subspace, self.color, self.run_umap):
             dropdown.disabled = False
-        self.show_subspace()
+        start = time.perf_counter()
+        values = _subspace(analysis.nested, self.subspace.value)
+        pca, cached = project.pca_view(values), self._cached_umap(values)
+        color, colorbar = color_values(analysis.task.table, self.color.value)
+        old, self.view = self.view, PointsFigure(
+            [pca, cached], colors=color, labels=analysis.task.table["label"].astype(str).tolist(), titles=TITLES,
+            width=WIDTH, height=HEIGHT, colorbar=colorbar, categorical=colorbar["tickvals"] is not None)
+        self._base_note = self.view.note
+        self._show_notes(values.shape[0], cached is not None)
+        self.widget.children = (*self.widget.children[:-1], self.view.figure)
+        old.close()
+        self._status(values, time.perf_counter() - start, cached is not None)
 
     def on_subspace(self, change: dict[str, Any]) -> None:
         """Show the new subspace's PCA at once (and its UMAP if cached)."""
@@ -165,32 +165,32 @@ class UmapPanel:
         if self.analysis is None or not change["new"]:
             return
         colors, colorbar = color_values(self.analysis.task.table, change["new"])
-        with self.figure.batch_update():
-            for trace in self.figure.data:
-                trace.marker.color = colors
-            self.figure.data[UMAP_TRACE].marker.colorbar.update(colorbar)
+        self.view.set_colors(colors, colorbar, categorical=colorbar["tickvals"] is not None)
 
     def show_subspace(self) -> None:
         """PCA of the chosen subspace now; UMAP from the cache if it is there, else cleared."""
-        analysis = self.analysis
-        values = _subspace(analysis.nested, self.subspace.value)
+        values = _subspace(self.analysis.nested, self.subspace.value)
         start = time.perf_counter()
         pca = project.pca_view(values)
-        colors, colorbar = color_values(analysis.task.table, self.color.value)
-        labels = analysis.task.table["label"].astype(str).tolist()
         cached = self._cached_umap(values)
-        with self.figure.batch_update():
-            first, second = self.figure.data
-            first.x, first.y = _columns(pca)
-            for trace in (first, second):
-                trace.marker.color = colors
-                trace.text = labels
-            second.marker.colorbar.update(colorbar)
-            second.x, second.y = _columns(cached) if cached is not None else ([], [])
-        took = time.perf_counter() - start
+        with self.view.figure.batch_update():
+            self.view.set_points(PCA_TRACE, pca)
+            self.view.set_points(UMAP_TRACE, cached)
+            self._show_notes(values.shape[0], cached is not None)
+        self._status(values, time.perf_counter() - start, cached is not None)
+
+    def _show_notes(self, n_points: int, umap_shown: bool) -> None:
+        """The figure's note: what is drawn, a UMAP subsample, a subsampled data set."""
+        parts = [self._base_note]
+        if umap_shown and project.umap_note(n_points):
+            parts.append(project.umap_note(n_points))
+        if subsample_note(self.analysis.task):
+            parts.append(subsample_note(self.analysis.task))
+        self.view.set_note(" · ".join(parts))
+
+    def _status(self, values: np.ndarray, took: float, cached: bool) -> None:
         self.status.value = (f"{values.shape[1]} dims × {values.shape[0]} rows · PCA {took * 1000:.0f} ms · "
-                             + ("UMAP from cache" if cached is not None else
-                                "UMAP: press Compute UMAP" + self._warm_note()))
+                             + ("UMAP from cache" if cached else "UMAP: press Compute UMAP" + self._warm_note()))
 
     def _warm_note(self) -> str:
         return "" if project.umap_ready() else " (first run compiles UMAP: about a minute)"
@@ -211,15 +211,20 @@ class UmapPanel:
         values = _subspace(self.analysis.nested, key)
         cache_dir = self._cache_dir()
         self.run_umap.disabled = True
-        self.status.value = f"UMAP of {values.shape[0]} points running…{self._warm_note()}"
+        note = project.umap_note(values.shape[0])
+        self.status.value = (f"UMAP of {values.shape[0]:,} points running…{self._warm_note()}"
+                             + (f" ({note})" if note else ""))
         start = time.perf_counter()
+        view = self.view
 
         def done(coords: np.ndarray) -> None:
-            if self.subspace.value != key:
+            if self.subspace.value != key or self.view is not view:
                 return  # the user moved on; the result is cached for when they come back
-            with self.figure.batch_update():
-                self.figure.data[UMAP_TRACE].x, self.figure.data[UMAP_TRACE].y = _columns(coords)
-            self.status.value = f"UMAP of {values.shape[0]} points: {time.perf_counter() - start:.1f} s (cached)"
+            with view.figure.batch_update():
+                view.set_points(UMAP_TRACE, coords)
+                self._show_notes(values.shape[0], True)
+            self.status.value = (f"UMAP of {values.shape[0]:,} points: {time.perf_counter() - start:.1f} s (cached)"
+                                 + (f" · {note}" if note else ""))
 
         def finally_() -> None:
             self.run_umap.disabled = False

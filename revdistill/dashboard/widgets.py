@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import html
+import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,9 +16,12 @@ import ipywidgets as widgets
 
 from .state import DashboardState, ErrorRecord
 
-__all__ = ["figure_widget", "as_figure_widget", "ErrorBox", "download_link", "section_title", "hint", "PLOT_TEMPLATE"]
+__all__ = ["figure_widget", "as_figure_widget", "ErrorBox", "download_link", "section_title", "hint", "PLOT_TEMPLATE",
+           "PLOT_MARGIN", "subsample_note", "run_in_thread", "Throttle"]
 
 PLOT_TEMPLATE = "plotly_white"
+#: Figure margins in pixels (raster views size their images to the plot area inside them).
+PLOT_MARGIN = {"l": 50, "r": 20, "t": 50, "b": 45}
 MAX_SHOWN_ERRORS = 3
 
 
@@ -54,7 +59,7 @@ def figure_widget(data: list[Any], layout: dict[str, Any], *, rows: int = 1, col
         figure = make_subplots(rows=rows, cols=cols, subplot_titles=subplot_titles, **subplot_kwargs)
         for trace, row, col in data:
             figure.add_trace(trace, row=row, col=col)
-    figure.update_layout(template=PLOT_TEMPLATE, margin={"l": 50, "r": 20, "t": 50, "b": 45}, **layout)
+    figure.update_layout(template=PLOT_TEMPLATE, margin=dict(PLOT_MARGIN), **layout)
     if configure is not None:
         configure(figure)
     return as_figure_widget(figure)
@@ -74,6 +79,13 @@ def _figure_class() -> Any:
     if under_voila() and (Path.cwd() / STATIC_FOLDER / bundle_name()).is_file():
         return served_figure_class()
     return go.FigureWidget
+
+
+def subsample_note(task: Any) -> str:
+    """``"seeded subsample: n of N variants, seed s"`` for a subsampled task, else ``""`` (figures say it)."""
+    from revdistill.experiment.tasks import SUBSAMPLE_NOTE  # noqa: PLC0415
+
+    return next((note for note in getattr(task, "notes", []) if str(note).startswith(SUBSAMPLE_NOTE)), "")
 
 
 def section_title(text: str, subtitle: str = "") -> widgets.HTML:
@@ -133,3 +145,47 @@ def download_link(content: bytes, filename: str, mime: str, label: str) -> str:
     encoded = base64.b64encode(content).decode("ascii")
     return (f"<a class='rd-download' download='{html.escape(filename)}' "
             f"href='data:{mime};base64,{encoded}'>{html.escape(label)}</a>")
+
+
+def run_in_thread(state: DashboardState, where: str, work: Callable[[], Any], done: Callable[[Any], None],
+                  finally_: Callable[[], None] | None = None, name: str = "revdistill-transfer") -> None:
+    """Like :meth:`DashboardState.run_task`, on a thread of its own (a download must not wait behind a
+    computation, nor hold one up); ``done``/``finally_`` run on the kernel's loop. Inline without a loop."""
+    loop = state.event_loop()
+    if loop is None:
+        state.run_task(where, work, done, finally_=finally_)
+        return
+
+    def deliver(result: Any, error: BaseException | None) -> None:
+        try:
+            if error is not None:
+                state.report_error(where, error)
+            else:
+                state.guard(done, where)(result)
+        finally:
+            if finally_ is not None:
+                state.guard(finally_, where)()
+
+    def body() -> None:
+        try:
+            result, error = work(), None
+        except Exception as caught:  # noqa: BLE001 - reported in the app
+            result, error = None, caught
+        loop.call_soon_threadsafe(deliver, result, error)
+
+    threading.Thread(target=body, name=name, daemon=True).start()
+
+
+class Throttle:
+    """Pass at most one call per ``interval`` seconds (and always the last: ``final=True``) to ``callback``,
+    posted to the kernel's loop with :meth:`DashboardState.call_soon` (progress from worker threads)."""
+
+    def __init__(self, state: DashboardState, callback: Callable[..., None], interval: float = 0.2) -> None:
+        self.state, self.callback, self.interval = state, callback, interval
+        self._last = float("-inf")
+
+    def __call__(self, *args: Any, final: bool = False) -> None:
+        now = time.monotonic()
+        if final or now - self._last >= self.interval:
+            self._last = now
+            self.state.call_soon(self.callback, *args)

@@ -27,7 +27,8 @@ from revdistill.proteingym.mutants import parse_mutant
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Task", "assay_task", "read_task", "sequence_task", "sequence_properties", "SEQUENCE_TARGETS"]
+__all__ = ["Task", "assay_task", "read_task", "sequence_task", "sequence_properties", "subsample_task",
+           "SEQUENCE_TARGETS", "SUBSAMPLE_NOTE"]
 
 # Kyte & Doolittle (1982) hydropathy; net charge at pH 7 counts K, R as +1 and D, E as -1.
 _KYTE_DOOLITTLE = {
@@ -36,6 +37,8 @@ _KYTE_DOOLITTLE = {
     "Y": -1.3, "V": 4.2,
 }
 _CHARGE = {"K": 1.0, "R": 1.0, "D": -1.0, "E": -1.0}
+#: Start of the note (and of the name's suffix) that marks a seeded subsample of a task.
+SUBSAMPLE_NOTE = "seeded subsample"
 #: Sequence properties a set of proteins can be probed for (no measured fitness).
 SEQUENCE_TARGETS = {
     "hydrophobicity": "mean Kyte-Doolittle hydropathy (a sequence property, not a measurement)",
@@ -188,3 +191,28 @@ def sequence_task(name: str, records: Sequence[tuple[str, str]], target: str = "
                 target=f"{target}: {SEQUENCE_TARGETS[target]}", folds={"fold_random_5": folds},
                 fold_source={"fold_random_5": "generated"}, table=table,
                 notes=["only the random scheme runs: a set of proteins has no mutated positions to fold by"])
+
+
+def subsample_task(task: Task, n: int, seed: int = 0) -> Task:
+    """A seeded subsample of ``n`` records of ``task`` (for a quick look), labelled as such.
+
+    The records keep their ids, scores and fold labels (official folds stay official), in the task's
+    order; the name and ``notes`` say ``"seeded subsample: n of N variants, seed s"`` so that every
+    result, caption and figure made from it says so. ``n >= len(task)`` returns ``task`` itself.
+
+    >>> task = sequence_task("demo", [(f"p{i}", "MKVLAG"[: 2 + i % 4] * 5) for i in range(40)])
+    >>> small = subsample_task(task, 20, seed=1)
+    >>> len(small), small.name
+    (20, 'demo [seeded subsample: 20 of 40 variants, seed 1]')
+    """
+    if n < MIN_VARIANTS:
+        raise ValueError(f"n={n}: a subsample needs at least {MIN_VARIANTS} records for 5-fold CV")
+    if n >= len(task):
+        return task
+    rows = np.sort(np.random.default_rng(seed).choice(len(task), size=int(n), replace=False))
+    label = f"{SUBSAMPLE_NOTE}: {int(n)} of {len(task)} variants, seed {seed}"
+    return Task(name=f"{task.name} [{label}]", records=[task.records[i] for i in rows], scores=task.scores[rows],
+                target=task.target, folds={scheme: folds[rows] for scheme, folds in task.folds.items()},
+                fold_source=dict(task.fold_source), table=task.table.iloc[rows].reset_index(drop=True),
+                uniprot_id=task.uniprot_id or task.name, selection_type=task.selection_type,
+                target_seq=task.target_seq, source=task.source, notes=[*task.notes, label])

@@ -4,6 +4,10 @@ Data flow: a :class:`~revdistill.core.nested.NestedEmbedding` (or any ``(n_sampl
 -> :func:`subspace` picks a prefix or a level's block -> :func:`pca_view` or :func:`umap_view`
 -> ``(n_samples, 2)`` coordinates for plotting.
 
+UMAP of more than :data:`DEFAULT_FIT_SAMPLE` points is fitted on a seeded subsample of that many, and
+the other points are placed by the fitted model's ``transform`` (:func:`umap_note` says so, for the
+figure): a full fit of 100,000 points takes minutes on two cores.
+
 ``umap-learn`` is imported lazily: its first import compiles numba code (about 25 s) and each fresh
 process pays about a minute more on its first fits. :func:`start_warm_up` runs :func:`warm_up_umap` on
 a tiny input in a background thread so that the first real UMAP is fast. UMAP results are cached in
@@ -35,8 +39,11 @@ __all__ = [
     "default_cache_dir",
     "pca_view",
     "subspace",
+    "umap_fit_rows",
+    "umap_note",
     "umap_ready",
     "umap_view",
+    "DEFAULT_FIT_SAMPLE",
     "enable_numba_disk_cache",
     "on_warm_up_done",
     "start_warm_up",
@@ -44,6 +51,8 @@ __all__ = [
 ]
 
 _CACHE_VERSION = 1
+#: Most points a UMAP is fitted on; the rest are placed by ``transform`` (see the module docstring).
+DEFAULT_FIT_SAMPLE = 20_000
 _WARM_UP_DONE = threading.Event()
 _WARM_UP_LOCK = threading.Lock()
 _WARM_UP_THREAD: threading.Thread | None = None
@@ -168,18 +177,54 @@ def _import_umap():
     return umap
 
 
-def _fit_umap(array: np.ndarray, n_neighbors: int, min_dist: float, random_state: int) -> np.ndarray:
-    """Fit UMAP on ``array`` and return its 2-D embedding as float32."""
+def umap_fit_rows(n_samples: int, fit_sample: int | None = DEFAULT_FIT_SAMPLE,
+                  random_state: int = 0) -> np.ndarray | None:
+    """Rows a UMAP of ``n_samples`` points is fitted on: None for all, else a seeded sorted subsample.
+
+    Parameters
+    ----------
+    n_samples : int
+    fit_sample : int or None
+        Most points to fit on (None: always all).
+    random_state : int
+        Seed of the subsample (the UMAP's own seed).
+    """
+    if fit_sample is None or n_samples <= fit_sample:
+        return None
+    if fit_sample < 4:
+        raise ValueError(f"fit_sample={fit_sample} must be at least 4 points")
+    return np.sort(np.random.default_rng(random_state).choice(n_samples, size=int(fit_sample), replace=False))
+
+
+def umap_note(n_samples: int, fit_sample: int | None = DEFAULT_FIT_SAMPLE, random_state: int = 0) -> str:
+    """What a UMAP of ``n_samples`` points shows, when it is not a plain fit of them all (else ``""``)."""
+    if umap_fit_rows(n_samples, fit_sample, random_state) is None:
+        return ""
+    return (f"UMAP fitted on a seeded subsample of {fit_sample:,} of {n_samples:,} points (seed {random_state}); "
+            f"the other {n_samples - fit_sample:,} placed by transform")
+
+
+def _fit_umap(array: np.ndarray, n_neighbors: int, min_dist: float, random_state: int,
+              fit_rows: np.ndarray | None = None) -> np.ndarray:
+    """Fit UMAP on ``array`` (or on its ``fit_rows``, placing the others by ``transform``); 2-D float32."""
     umap = _import_umap()
+    fitted = array if fit_rows is None else array[fit_rows]
     reducer = umap.UMAP(
         n_components=2,
-        n_neighbors=min(n_neighbors, array.shape[0] - 1),
+        n_neighbors=min(n_neighbors, fitted.shape[0] - 1),
         min_dist=min_dist,
         random_state=random_state,
         n_jobs=1,
         low_memory=True,
     )
-    return np.asarray(reducer.fit_transform(array), dtype=np.float32)
+    embedding = np.asarray(reducer.fit_transform(fitted), dtype=np.float32)
+    if fit_rows is None:
+        return embedding
+    rest = np.setdiff1d(np.arange(array.shape[0]), fit_rows, assume_unique=True)
+    coords = np.empty((array.shape[0], 2), dtype=np.float32)
+    coords[fit_rows] = embedding
+    coords[rest] = np.asarray(reducer.transform(array[rest]), dtype=np.float32)
+    return coords
 
 
 def umap_view(
@@ -189,6 +234,7 @@ def umap_view(
     min_dist: float = 0.1,
     random_state: int = 0,
     pca_dims: int | None = 50,
+    fit_sample: int | None = DEFAULT_FIT_SAMPLE,
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
     fit: bool = True,
@@ -208,6 +254,9 @@ def umap_view(
     pca_dims : int or None, default=50
         When ``n_features`` exceeds it, reduce to that many principal components first (faster
         neighbour search; the usual practice). ``None`` keeps all features.
+    fit_sample : int or None, default=DEFAULT_FIT_SAMPLE
+        With more points than this, fit on a seeded subsample of this many (seed ``random_state``) and
+        place the rest with ``transform`` (:func:`umap_note` describes it). None fits on all.
     cache_dir : str or Path, optional
         Cache folder; default :func:`default_cache_dir`.
     use_cache : bool, default=True
@@ -221,8 +270,10 @@ def umap_view(
         float32 coordinates; None only when ``fit=False`` and nothing is cached.
     """
     array = _as_2d_float(values)
+    fit_rows = umap_fit_rows(array.shape[0], fit_sample, random_state)
+    subsample = {} if fit_rows is None else {"fit_sample": int(fit_sample)}  # whole fits keep their old keys
     path = _cache_path(array, cache_dir, n_neighbors=n_neighbors, min_dist=min_dist,
-                       random_state=random_state, pca_dims=pca_dims)
+                       random_state=random_state, pca_dims=pca_dims, **subsample)
     coords = _read_cache(path, array.shape[0]) if use_cache else None
     if coords is not None or not fit:
         return coords
@@ -234,7 +285,7 @@ def umap_view(
     if pca_dims is not None and array.shape[1] > pca_dims:
         reduced = pca_view(array, n_components=pca_dims)
     start = time.perf_counter()
-    coords = _fit_umap(reduced.astype(np.float32), n_neighbors, min_dist, random_state)
+    coords = _fit_umap(reduced.astype(np.float32), n_neighbors, min_dist, random_state, fit_rows)
     logger.info("UMAP of %d x %d took %.1f s", *array.shape, time.perf_counter() - start)
     if use_cache:
         save_npz(path, {"coords": coords})  # atomic: safe for concurrent kernels
@@ -248,7 +299,7 @@ def cached_umap_view(values: Any, **settings: Any) -> np.ndarray | None:
     ----------
     values : array-like, shape (n_samples, n_features)
     **settings
-        ``n_neighbors``, ``min_dist``, ``random_state``, ``pca_dims``, ``cache_dir``, as for
+        ``n_neighbors``, ``min_dist``, ``random_state``, ``pca_dims``, ``fit_sample``, ``cache_dir``, as for
         :func:`umap_view`.
 
     Returns
@@ -317,7 +368,8 @@ def warm_up_umap(n_samples: int = 300, n_features: int = 16, persist: bool = Tru
     """Compile UMAP's numba code paths on a tiny random input.
 
     Runs both the exact neighbour search (used below 4,096 points) and the approximate one
-    (pynndescent, used above), then the layout optimisation, so the first real fit is fast.
+    (pynndescent, used above), then the layout optimisation, and ``transform`` after an approximate
+    fit (how a subsampled fit places the other points), so the first real fit is fast.
 
     Parameters
     ----------
@@ -342,10 +394,12 @@ def warm_up_umap(n_samples: int = 300, n_features: int = 16, persist: bool = Tru
     rng = np.random.default_rng(0)
     data = rng.standard_normal((n_samples, n_features)).astype(np.float32)
     for force_approximation in (True, False):
-        umap.UMAP(
+        reducer = umap.UMAP(
             n_neighbors=15, random_state=0, n_jobs=1, low_memory=True, n_epochs=20,
             force_approximation_algorithm=force_approximation,
-        ).fit_transform(data)
+        ).fit(data)
+        if force_approximation:  # the path a subsampled fit takes to place the other points
+            reducer.transform(data[:50])
     _WARM_UP_DONE.set()
     seconds = time.perf_counter() - start
     logger.info("UMAP warm-up took %.1f s", seconds)

@@ -57,7 +57,7 @@ def test_real_models_greyed_with_reason_and_tiny_family_checked(app):
             assert reason == "weights not found"
     if not weights_available("8M"):
         assert app.models.selected_models() == ("tiny-32", "tiny-48", "tiny-64")
-        assert "untrained" in app.models.banner.value and "checkpoints" in app.models.banner.value
+        assert "untrained" in app.models.banner.value and "Download" in app.models.banner.value
 
 
 def test_compute_publishes_an_analysis_and_fills_every_figure(app):
@@ -211,7 +211,7 @@ def test_unknown_assay_and_oversized_upload_are_reported(options):
     app = build_app(options, warm_up=False)
     if options.proteingym_dir is not None:
         app.models.source.value = "proteingym"
-        app.models.assay_id.value = "PIN1_HUMAN_Tsuboyama"
+        app.models.browser.query.value = "PIN1_HUMAN_Tsuboyama"  # typed, not picked from the list
         app.models.compute.click()
         assert "PIN1_HUMAN_Tsuboyama_2023_1I6C" in app.state.errors[-1].message  # close match offered
     from revdistill.dashboard.data import uploaded_task
@@ -273,5 +273,6 @@ def test_importing_the_package_is_light():
 
 
 def test_module_files_exist_for_every_panel():
-    for name in ("models_panel", "decomposition_panel", "slicer_panel", "umap_panel", "scaling_panel", "app", "analysis"):
+    for name in ("models_panel", "decomposition_panel", "slicer_panel", "umap_panel", "scaling_panel", "landscape_panel",
+                 "app", "analysis"):
         assert importlib.util.find_spec(f"revdistill.dashboard.{name}") is not None
