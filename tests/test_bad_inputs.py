@@ -133,8 +133,6 @@ def test_ladder_files_with_wrong_content(saved, tmp_path, edit, message):
         DistillationLadder.load(path)
 
 
-@pytest.mark.xfail(strict=True, reason="core/ladder.py (lead's file) trusts the metadata's types: these end in "
-                                       "IndexError/TypeError/AttributeError, or are accepted")
 @pytest.mark.parametrize("edit", [
     meta(lambda found: found.update(dims=[8, 12])),
     meta(lambda found: found["params"].update(bogus=1)),

@@ -258,34 +258,36 @@ class DistillationLadder:
 
     @classmethod
     def load(cls, path: str | Path) -> "DistillationLadder":
-        """Read a ladder written by :meth:`save`, checking format, version and every shape."""
+        """Read a ladder written by :meth:`save`, checking format, version, metadata types and every shape.
+
+        Raises
+        ------
+        ValueError
+            Naming ``path``: not a ladder file, another version, damaged metadata or arrays.
+        """
         state = load_npz(path)
         meta = read_meta(state, FORMAT_NAME, _READABLE_VERSIONS)
         try:
-            params = dict(meta["params"])
-            names, dims, steps_meta = meta["level_names"], meta["dims"], meta["steps"]
-        except (KeyError, TypeError) as error:
-            raise ValueError(f"{path}: ladder metadata lacks {error}; the file is damaged") from None
-        ladder = cls(**params)
-        if len(steps_meta) != len(names) - 1:
-            raise ValueError(f"{path}: {len(names)} levels but {len(steps_meta)} steps")
-        steps = []
-        for index, step_meta in enumerate(steps_meta):
-            missing = [f"step{index}__{name}" for name in LEARNED_ARRAYS if f"step{index}__{name}" not in state]
-            if missing:
-                raise ValueError(f"{path}: missing array(s) {missing}")
-            learned = {name: state[f"step{index}__{name}"] for name in LEARNED_ARRAYS}
-            learned.update({name: _from_plain(name, step_meta.get(name)) for name in _SAVED_SCALARS})
-            try:
-                steps.append(ladder._new_step()._set_learned(learned))
-            except ValueError as error:
-                raise ValueError(f"{path}: step {names[index]!r} -> {names[index + 1]!r}: {error}") from None
-        correlations = meta.get("block_correlation_max") or [step.prefix_correlation_max_ for step in steps]
-        try:
-            return ladder._set_fitted(names, dims, steps, [np.nan if c is None else c for c in correlations],
+            params, names, dims, steps_meta = _checked_metadata(meta)
+            ladder = cls(**params)
+            ladder._new_step()._validate_params(1, 2, 3)
+            check_fit_on(ladder.fit_on)
+            steps = []
+            for index, step_meta in enumerate(steps_meta):
+                missing = [f"step{index}__{name}" for name in LEARNED_ARRAYS if f"step{index}__{name}" not in state]
+                if missing:
+                    raise ValueError(f"missing array(s) {missing}")
+                learned = {name: state[f"step{index}__{name}"] for name in LEARNED_ARRAYS}
+                learned.update({name: _from_plain(name, step_meta.get(name)) for name in _SAVED_SCALARS})
+                try:
+                    steps.append(ladder._new_step()._set_learned(learned))
+                except ValueError as error:
+                    raise ValueError(f"step {names[index]!r} -> {names[index + 1]!r}: {error}") from None
+            correlations = meta.get("block_correlation_max") or [step.prefix_correlation_max_ for step in steps]
+            return ladder._set_fitted(names, dims, steps, [np.nan if c is None else float(c) for c in correlations],
                                       meta.get("provenance"))
-        except ValueError as error:
-            raise ValueError(f"{path}: {error}") from None
+        except (ValueError, TypeError, IndexError, AttributeError, KeyError) as error:
+            raise ValueError(f"{path}: {error}; the file is damaged or was edited") from None
 
     def __repr__(self) -> str:
         fitted = f", levels={list(self.level_names_)}" if hasattr(self, "steps_") else ""
@@ -346,6 +348,25 @@ def _plain(value: Any) -> Any:
         return int(value)
     value = float(value)
     return None if not np.isfinite(value) else value
+
+
+def _checked_metadata(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str], list[int], list[dict]]:
+    """The parameters, level names, dims and step records of ladder metadata, checked for type."""
+    known = {"regressor", "alpha", "min_variance_explained", "fit_on"}
+    missing = [key for key in ("params", "level_names", "dims", "steps") if key not in meta]
+    if missing:
+        raise ValueError(f"ladder metadata lacks {', '.join(repr(key) for key in missing)}")
+    params, names, dims, steps = (meta[key] for key in ("params", "level_names", "dims", "steps"))
+    if not isinstance(params, dict) or set(params) - known:
+        raise ValueError(f"ladder metadata 'params' must be an object with keys among {sorted(known)}, got {params!r}")
+    if not (isinstance(names, list) and all(isinstance(name, str) for name in names) and len(names) >= 2):
+        raise ValueError(f"ladder metadata 'level_names' must list at least 2 names, got {names!r}")
+    if not (isinstance(dims, list) and len(dims) == len(names)
+            and all(isinstance(dim, int) and not isinstance(dim, bool) for dim in dims)):
+        raise ValueError(f"ladder metadata 'dims' must list one integer per level ({len(names)}), got {dims!r}")
+    if not (isinstance(steps, list) and len(steps) == len(names) - 1 and all(isinstance(step, dict) for step in steps)):
+        raise ValueError(f"ladder metadata 'steps' must list {len(names) - 1} objects, got {steps!r:.80}")
+    return params, names, dims, steps
 
 
 def _from_plain(name: str, value: Any) -> Any:

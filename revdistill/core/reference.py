@@ -44,34 +44,11 @@ def load_reference_scaler(path: str | Path) -> ReverseDistiller:
         raise ValueError(f"{path.name}: unknown regressor {match['regressor']!r}; "
                          f"expected one of {sorted(_REGRESSOR_NAMES)}")
     state = load_npz(path)
-    needed = ["regressor__coef_", "regressor__intercept_", "pca__mean_", "pca__components_"]
-    if match["regressor"] == "pcr":
-        needed += ["regressor__input_mean_", "regressor__output_mean_", "regressor__input_components_",
-                   "regressor__n_significant_pcs_"]
-    missing = [key for key in needed if key not in state]
-    if missing:
-        raise ValueError(f"{path.name} lacks the keys {missing} (has {sorted(state)})")
-    coef = np.atleast_2d(np.asarray(state["regressor__coef_"], dtype=np.float64))
-    intercept = np.asarray(state["regressor__intercept_"], dtype=np.float64)
-    if match["regressor"] == "pcr":
-        n_pcs = int(np.asarray(state["regressor__n_significant_pcs_"]))
-        axes = np.asarray(state["regressor__input_components_"], dtype=np.float64)[:, :n_pcs]
-        input_mean = np.asarray(state["regressor__input_mean_"], dtype=np.float64)
-        output_mean = np.asarray(state["regressor__output_mean_"], dtype=np.float64)
-        if coef.shape[1] != n_pcs or axes.shape[1] != n_pcs:
-            raise ValueError(f"{path.name}: coef_ has shape {coef.shape} and input_components_ "
-                             f"{axes.shape}, inconsistent with n_significant_pcs_={n_pcs}")
-        full_coef = coef @ axes.T                                 # (d_large, d_small)
-        full_intercept = intercept + output_mean - input_mean @ full_coef.T
-    else:
-        n_pcs = coef.shape[1]
-        full_coef, full_intercept = coef, intercept
-    components = np.atleast_2d(np.asarray(state["pca__components_"], dtype=np.float64))
-    residual_mean = np.asarray(state["pca__mean_"], dtype=np.float64)
-    d_large, d_small = full_coef.shape
-    if components.shape[1] != d_large or residual_mean.shape != (d_large,) or full_intercept.shape != (d_large,):
-        raise ValueError(f"{path.name}: pca__components_ {components.shape}, pca__mean_ {residual_mean.shape} "
-                         f"and intercept {full_intercept.shape} do not fit a {d_small} -> {d_large} step")
+    try:
+        full_coef, full_intercept, components, residual_mean, n_pcs = _affine_parts(state, match["regressor"], path)
+    except (TypeError, IndexError, ValueError) as error:
+        message = str(error)
+        raise ValueError(message if message.startswith(path.name) else f"{path.name}: {message}") from None
     n_components = components.shape[0]
 
     def optional(key: str) -> np.ndarray:
@@ -90,6 +67,39 @@ def load_reference_scaler(path: str | Path) -> ReverseDistiller:
         })
     except ValueError as error:
         raise ValueError(f"{path.name}: {error}") from None
+
+
+def _affine_parts(state, regressor: str, path: Path):
+    """The step's full coefficients, intercept, residual axes and mean, and the PCR rank, from a scaler's arrays."""
+    needed = ["regressor__coef_", "regressor__intercept_", "pca__mean_", "pca__components_"]
+    if regressor == "pcr":
+        needed += ["regressor__input_mean_", "regressor__output_mean_", "regressor__input_components_",
+                   "regressor__n_significant_pcs_"]
+    missing = [key for key in needed if key not in state]
+    if missing:
+        raise ValueError(f"{path.name} lacks the keys {missing} (has {sorted(state)})")
+    coef = np.atleast_2d(np.asarray(state["regressor__coef_"], dtype=np.float64))
+    intercept = np.asarray(state["regressor__intercept_"], dtype=np.float64)
+    if regressor == "pcr":
+        n_pcs = int(np.asarray(state["regressor__n_significant_pcs_"]))
+        axes = np.asarray(state["regressor__input_components_"], dtype=np.float64)[:, :n_pcs]
+        input_mean = np.asarray(state["regressor__input_mean_"], dtype=np.float64)
+        output_mean = np.asarray(state["regressor__output_mean_"], dtype=np.float64)
+        if coef.shape[1] != n_pcs or axes.shape[1] != n_pcs:
+            raise ValueError(f"{path.name}: coef_ has shape {coef.shape} and input_components_ "
+                             f"{axes.shape}, inconsistent with n_significant_pcs_={n_pcs}")
+        full_coef = coef @ axes.T                                 # (d_large, d_small)
+        full_intercept = intercept + output_mean - input_mean @ full_coef.T
+    else:
+        n_pcs = coef.shape[1]
+        full_coef, full_intercept = coef, intercept
+    components = np.atleast_2d(np.asarray(state["pca__components_"], dtype=np.float64))
+    residual_mean = np.asarray(state["pca__mean_"], dtype=np.float64)
+    d_large, d_small = full_coef.shape
+    if components.shape[1] != d_large or residual_mean.shape != (d_large,) or full_intercept.shape != (d_large,):
+        raise ValueError(f"{path.name}: pca__components_ {components.shape}, pca__mean_ {residual_mean.shape} "
+                         f"and intercept {full_intercept.shape} do not fit a {d_small} -> {d_large} step")
+    return full_coef, full_intercept, components, residual_mean, n_pcs
 
 
 def load_reference_ladder(folder: str | Path, sizes: Sequence[str] = ("8M", "35M", "150M"),

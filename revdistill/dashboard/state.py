@@ -157,8 +157,13 @@ class DashboardState:
         -------
         ErrorRecord
         """
+        from revdistill.errors import describe_error  # noqa: PLC0415
+
         logger.error("dashboard callback %s failed", where, exc_info=error)
-        record = ErrorRecord(where=where, message=f"{type(error).__name__}: {error}")
+        expected = describe_error(error)
+        message = expected if expected is not None else (
+            f"internal error: {type(error).__name__}: {error} (the details are in the server log; please report it)")
+        record = ErrorRecord(where=where, message=message)
         self.errors.append(record)
         for listener in list(self._error_listeners):
             try:
