@@ -1,10 +1,15 @@
 """Drive the served dashboard in headless Chromium (Debian's /usr/bin/chromium, never `playwright install`).
 
-One Voila server (the repo's notebooks/voila.json: preheated kernels, culling) serves
-notebooks/dashboard.ipynb. One visitor loads the page, picks models, uploads a 5,000-variant DMS CSV,
-computes, moves the prefix slider, switches the UMAP subspace, computes a UMAP, opens the scaling
-curves; every figure's data must change and no error may show. Then four visitors arrive at once.
-Timings are printed and written to test-artifacts/timings.json, screenshots to test-artifacts/.
+Two Voila servers. The dashboard's (the repo's notebooks/voila.json: preheated kernels over IPC, culling)
+runs with no ESM-2 weights and no ProteinGym data folder, and with local HTTP servers standing in for
+fair-esm's and ProteinGym's: a visitor sees the 217 assays listed offline, downloads ESM-2 8M (a
+random-init checkpoint of the real 8M architecture) and sees its checkbox enabled, uploads a DMS CSV,
+computes, moves the prefix slider, switches the UMAP subspace, computes a UMAP, reads the scaling curves,
+then picks PIN1 in the assay browser, which is fetched from the local server and computed (the page is
+used meanwhile), and its landscape has one cell per measured (position, amino acid). Four visitors then
+arrive at once. The second server shows the views with synthetic data at 5k, 20k, 100k and 500k points
+(tests/dashboard/render_bench.py) and times how they appear and redraw.
+Timings go to test-artifacts/timings.json, screenshots to test-artifacts/.
 """
 from __future__ import annotations
 
@@ -20,17 +25,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(600)]
+from synthetic_dms import PIN1, PIN1_ID, write_dms_csv, write_pin1_zip  # noqa: F401 - PIN1 re-exported
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run", "--disable-sync"]
-PIN1 = "KLPPGWEKRMSRSSGRVYYFNHITNASQWERPSGNSSSG"
-AMINO = "ACDEFGHIKLMNPQRSTVWY"
 N_VARIANTS = 5000
-PANEL = {"models": 0, "decomposition": 1, "slicer": 2, "umap": 3, "scaling": 4}
+N_SINGLES = 19 * len(PIN1)  # the protocol keeps single substitutions: 741 of the 5,000 variants
+PANEL = {"models": 0, "decomposition": 1, "slicer": 2, "umap": 3, "scaling": 4, "landscape": 5}
+#: Sizes of the rendering measurements; UMAP is timed at the sizes in $REVDISTILL_BROWSER_UMAP_SIZES (default
+#: 5000: a 100,000-point UMAP takes about a minute, too long for every CI run; measured and reported instead).
+SIZES = (5_000, 20_000, 100_000, 500_000)
+UMAP_SIZES = tuple(int(n) for n in os.environ.get("REVDISTILL_BROWSER_UMAP_SIZES", "5000").split(",") if n)
+_TIMINGS: dict[str, object] = {}
 
 if not CHROMIUM.exists():  # pragma: no cover - depends on the machine
     _MISSING = "/usr/bin/chromium is missing: apt-get install -y chromium (never `playwright install`)"
@@ -38,38 +49,6 @@ if not CHROMIUM.exists():  # pragma: no cover - depends on the machine
         pytest.fail(_MISSING, pytrace=False)
     pytest.skip(_MISSING, allow_module_level=True)
 playwright_sync = pytest.importorskip("playwright.sync_api")
-
-
-def write_dms_csv(path: Path, n_variants: int = N_VARIANTS, seed: int = 0) -> Path:
-    """A DMS CSV of PIN1 singles and doubles with an additive synthetic fitness (seeded)."""
-    rng = np.random.default_rng(seed)
-    effects = rng.normal(0.0, 1.0, (len(PIN1), len(AMINO)))
-    rows, seen = [], set()
-    for position, wild in enumerate(PIN1, start=1):
-        for mutated in AMINO:
-            if mutated != wild:
-                rows.append([(wild, position, mutated)])
-    while len(rows) < n_variants:
-        first, second = sorted(rng.choice(len(PIN1), 2, replace=False))
-        pair = []
-        for index in (first, second):
-            choices = [a for a in AMINO if a != PIN1[index]]
-            pair.append((PIN1[index], index + 1, choices[rng.integers(len(choices))]))
-        key = tuple(pair)
-        if key not in seen:
-            seen.add(key)
-            rows.append(pair)
-    lines = ["mutant,mutated_sequence,DMS_score"]
-    for mutations in rows[:n_variants]:
-        sequence = list(PIN1)
-        score = rng.normal(0.0, 0.5)
-        for wild, position, mutated in mutations:
-            sequence[position - 1] = mutated
-            score += effects[position - 1, AMINO.index(mutated)]
-        mutant = ":".join(f"{w}{p}{m}" for w, p, m in mutations)
-        lines.append(f"{mutant},{''.join(sequence)},{score:.5f}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def _free_port() -> int:
@@ -99,41 +78,96 @@ def _wait_log(path: Path, text: str, timeout: float, count: int = 1) -> float:
     raise TimeoutError(f"{text!r} not in the Voila log after {timeout} s:\n{path.read_text()[-3000:]}")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """Voila on a free port, run from notebooks/ so that notebooks/voila.json applies."""
-    tmp = tmp_path_factory.mktemp("voila")
+def _start_voila(notebook: str, cwd: Path, env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
     port = _free_port()
-    log = tmp / "voila.log"
-    env = dict(os.environ)
-    env["REVDISTILL_CACHE"] = str(tmp / "cache")  # fresh stores and UMAP cache: nothing precomputed
-    shared = REPO.parent / "shared" / "data" / "proteingym"
-    if shared.is_dir():
-        env["REVDISTILL_PROTEINGYM_DIR"] = str(shared)
     voila = Path(sys.executable).with_name("voila")
-    command = [str(voila), "dashboard.ipynb", f"--port={port}", "--no-browser", "--Voila.ip=127.0.0.1"]
     with open(log, "w") as handle:
-        process = subprocess.Popen(command, cwd=REPO / "notebooks", env=env, stdout=handle,
-                                   stderr=subprocess.STDOUT)
-    started = time.monotonic()
+        process = subprocess.Popen([str(voila), notebook, f"--port={port}", "--no-browser", "--Voila.ip=127.0.0.1"],
+                                   cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    _wait_http(f"http://127.0.0.1:{port}/voila/static/voila.js", 60)
+    return process, f"http://127.0.0.1:{port}/"
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
     try:
-        _wait_http(f"http://127.0.0.1:{port}/voila/static/voila.js", 60)
-        # A preheated kernel is ready when it has run the notebook and compiled UMAP (it logs that).
-        _wait_log(log, "UMAP warm-up took", 240)
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:  # pragma: no cover
+        process.kill()
+
+
+def record(section: str, values: dict[str, object]) -> None:
+    """Add ``values`` under ``section`` of test-artifacts/timings.json (one file for the whole run)."""
+    _TIMINGS[section] = values
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "timings.json").write_text(json.dumps(_TIMINGS, indent=2) + "\n")
+
+
+@pytest.fixture(scope="module")
+def remote(tmp_path_factory):
+    """Stand-ins for fair-esm's and ProteinGym's servers: ESM-2 8M (random init, the real architecture:
+    6 layers, 320 dims, 20 heads, ~30 MB) and the singles zip with one PIN1 assay."""
+    from http_servers import serve_directory
+    from revdistill.esm.models import get_spec, save_esm2_checkpoint, tiny_esm2
+
+    root = tmp_path_factory.mktemp("remote")
+    with serve_directory(root / "weights") as weights, serve_directory(root / "proteingym") as proteingym:
+        spec = get_spec("8M")
+        model, _ = tiny_esm2(spec.layers, spec.dim, spec.heads, seed=8)
+        model_path, regression = save_esm2_checkpoint(model, weights.root / "models" / f"{spec.name}.pt")
+        (weights.root / "regression").mkdir()
+        regression.replace(weights.root / "regression" / regression.name)
+        write_pin1_zip(proteingym.root)
+        yield {"weights": weights, "proteingym": proteingym, "model_bytes": model_path.stat().st_size}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, remote):
+    """Voila on a free port, run from notebooks/ so that notebooks/voila.json applies; no weights, no data."""
+    tmp = tmp_path_factory.mktemp("voila")
+    log = tmp / "voila.log"
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("REVDISTILL_PROTEINGYM_DIR", "REVDISTILL_WEIGHTS")}
+    env.update(REVDISTILL_CACHE=str(tmp / "cache"), REVDISTILL_WEIGHTS=str(tmp / "weights"),
+               REVDISTILL_WEIGHTS_URL=remote["weights"].url, REVDISTILL_PROTEINGYM_URL=remote["proteingym"].url)
+    started = time.monotonic()
+    process, url = _start_voila("dashboard.ipynb", REPO / "notebooks", env, log)
+    try:
+        _wait_log(log, "UMAP warm-up took", 300)
         first_warm = time.monotonic() - started
         # Visitors meet a server that has been up a little while: every pooled kernel warm (a kernel
         # still compiling numba holds the GIL and delays its widget callbacks; measured separately).
         pool_size = json.loads((REPO / "notebooks" / "voila.json").read_text())["VoilaConfiguration"][
             "default_pool_size"]
         _wait_log(log, "UMAP warm-up took", 300, count=pool_size)
-        yield {"url": f"http://127.0.0.1:{port}/", "log": log, "tmp": tmp,
-               "first_kernel_warm_s": first_warm, "pool_warm_s": time.monotonic() - started}
+        yield {"url": url, "log": log, "tmp": tmp, "first_kernel_warm_s": first_warm,
+               "pool_warm_s": time.monotonic() - started}
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            process.kill()
+        _stop(process)
+        text = log.read_text(errors="replace")
+        assert "Address already in use" not in text, "a kernel failed to bind its ports"
+
+
+@pytest.fixture(scope="module")
+def bench_server(tmp_path_factory):
+    """Voila serving tests/dashboard/render_bench.py's page (no preheating: the size comes from the URL)."""
+    import nbformat
+
+    tmp = tmp_path_factory.mktemp("bench")
+    cells = ["import sys; sys.path.insert(0, %r)\nfrom render_bench import build\npage = build()"
+             % str(REPO / "tests" / "dashboard"), "page"]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell) for cell in cells])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, tmp / "bench.ipynb")
+    config = json.loads((REPO / "notebooks" / "voila.json").read_text())
+    config["VoilaConfiguration"].update(preheat_kernel=False, show_tracebacks=True)
+    (tmp / "voila.json").write_text(json.dumps(config))
+    env = dict(os.environ, REVDISTILL_CACHE=str(tmp / "cache"))
+    process, url = _start_voila("bench.ipynb", tmp, env, tmp / "voila.log")
+    try:
+        yield {"url": url, "log": tmp / "voila.log"}
+    finally:
+        _stop(process)
 
 
 @pytest.fixture(scope="module")
@@ -152,8 +186,18 @@ JS_FIGURE = """([panel, trace, plot]) => {
   return {n: x.length, head: Array.from(x).slice(0, 3).map(Number), sum: Array.from(x).reduce((a, b) => a + Number(b), 0)};
 }"""
 
+JS_HEATMAP_CELLS = """([panel, trace]) => {
+  // filled cells of a heatmap as plotly drew it (its full data: typed-array specs decoded)
+  const gd = document.querySelectorAll('.rd-panel')[panel].querySelector('.js-plotly-plot');
+  if (!gd || !gd._fullData || !gd._fullData[trace] || !gd._fullData[trace].z) return null;
+  const z = gd._fullData[trace].z;
+  let cells = 0;
+  for (const row of Array.from(z)) for (const v of Array.from(row)) if (v !== null && !Number.isNaN(Number(v))) cells++;
+  return {cells, rows: z.length, type: gd._fullData[trace].type};
+}"""
+
 JS_SLIDER_LATENCY = """async ([key, expected]) => {
-  // live: the quality figure's k marker redrawn; view: the 5,000-point PCA scatter of prefix(k) redrawn
+  // live: the quality figure's k marker redrawn; view: the PCA scatter of prefix(k) redrawn
   const plots = document.querySelectorAll('.rd-panel')[2].querySelectorAll('.js-plotly-plot');
   const live = plots[0], view = plots[1];
   const before = view.data[0].x;
@@ -169,6 +213,19 @@ JS_SLIDER_LATENCY = """async ([key, expected]) => {
   }
   await frame();
   return [liveMs, performance.now() - t0];
+}"""
+
+JS_LIVE_LATENCY = """async ([key, expected]) => {
+  // only the live marker: a round trip through the kernel while it works on something else
+  const live = document.querySelectorAll('.rd-panel')[2].querySelectorAll('.js-plotly-plot')[0];
+  const handle = document.querySelector('.rd-slider .noUi-handle');
+  const t0 = performance.now();
+  handle.dispatchEvent(new KeyboardEvent('keydown', {key: key, bubbles: true, cancelable: true}));
+  while (live.data[4].x[0] !== expected) {
+    if (performance.now() - t0 > 20000) return -1;
+    await new Promise(r => requestAnimationFrame(() => r()));
+  }
+  return performance.now() - t0;
 }"""
 
 
@@ -192,12 +249,12 @@ def wait_text(page, selector: str, text: str, timeout: float):
         arg=[selector, text], timeout=timeout * 1000)
 
 
-def wait_ready(page, timeout: float) -> None:
-    """Wait until the models panel says Ready, or an error shows (then fail with it)."""
+def wait_ready(page, timeout: float, text: str = "Ready.") -> None:
+    """Wait until the models panel's status shows ``text``, or an error shows (then fail with it)."""
     page.wait_for_function(
-        """() => { const s = document.querySelector('.rd-status'); const e = document.querySelector('.rd-error');
-                   return (s && s.innerText.includes('Ready.')) || (e && getComputedStyle(e).display !== 'none'); }""",
-        timeout=timeout * 1000)
+        """(t) => { const s = document.querySelector('.rd-status'); const e = document.querySelector('.rd-error');
+                   return (s && s.innerText.includes(t)) || (e && getComputedStyle(e).display !== 'none'); }""",
+        arg=text, timeout=timeout * 1000)
     assert_no_error(page)
 
 
@@ -236,29 +293,51 @@ def scroll_to(page, panel: str) -> None:
     page.evaluate("(i) => document.querySelectorAll('.rd-panel')[i].scrollIntoView()", PANEL[panel])
 
 
-# -- the test ------------------------------------------------------------------------------------
-def test_dashboard_in_browser(server, browser, tmp_path):
+# -- the dashboard ------------------------------------------------------------------------------
+def test_dashboard_in_browser(server, browser, tmp_path, remote):
     timings: dict[str, object] = {"server_start_to_first_warm_kernel_s": round(server["first_kernel_warm_s"], 2),
                                   "server_start_to_warm_pool_s": round(server["pool_warm_s"], 2)}
     try:
-        _drive(server, browser, tmp_path, timings)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        timings["page_load_to_interactive_s"] = round(load(page, server["url"]), 2)
+        shot(page, "01-loaded")
+        _weights_and_assays(page, remote, timings)
+        _upload_compute_and_views(page, tmp_path, timings)
+        _fetch_assay_compute_and_landscape(page, timings)
+        leave(page)
+        _four_visitors(browser, server["url"], timings)
     finally:
-        ARTIFACTS.mkdir(exist_ok=True)
-        (ARTIFACTS / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
+        record("dashboard", timings)
         print("\ndashboard timings:", json.dumps(timings, indent=2))
 
 
-def _drive(server, browser, tmp_path, timings: dict[str, object]) -> None:
-    csv_path = write_dms_csv(tmp_path / "PIN1_synthetic_5000.csv")
-    page = browser.new_page(viewport={"width": 1280, "height": 1000})
-    timings["page_load_to_interactive_s"] = round(load(page, server["url"]), 2)
-    shot(page, "01-loaded")
+def _weights_and_assays(page, remote, timings: dict[str, object]) -> None:
+    """Offline catalogue of 217 assays; ESM-2 8M downloaded from the (local) server enables its checkbox."""
     assert "Demo mode" in page.inner_text(".rd-banner")
     assert page.is_disabled(".rd-model-15B input"), "15B must be greyed out without weights"
     assert "weights not found" in page.inner_text(".rd-panel >> nth=0")
+    page.get_by_text("ProteinGym assay", exact=True).click()
+    page.wait_for_selector(".rd-assay-list select", state="visible")
+    assert page.locator(".rd-assay-list select option").count() == 217
+    assert "217 of 217 assays" in page.inner_text(".rd-assay-count")
+    assert "0 with data on disk" in page.inner_text(".rd-assay-count")
+    shot(page, "02-assay-browser", "models")
+    assert page.is_disabled(".rd-model-8M input")
+    page.wait_for_selector(".rd-download-8M:not([disabled])", timeout=30_000)  # the server answered
+    start = time.perf_counter()
+    page.click(".rd-download-8M")
+    page.wait_for_selector(".rd-model-8M input:not([disabled])", timeout=120_000)
+    timings["download_8M_s"] = round(time.perf_counter() - start, 2)
+    timings["download_8M_bytes"] = remote["model_bytes"]
+    assert "on disk" in page.inner_text(".rd-weights-8M")
+    assert not page.inner_text(".rd-panel >> nth=0").count("Demo mode")  # a real size is there now
+    assert_no_error(page)
+    shot(page, "03-downloaded", "models")
 
-    # pick models (untick and tick tiny-48 again) and upload the 5,000-variant CSV
-    page.click(".rd-model-tiny-48 input")
+
+def _upload_compute_and_views(page, tmp_path, timings: dict[str, object]) -> None:
+    csv_path = write_dms_csv(tmp_path / "PIN1_synthetic_5000.csv", n_variants=N_VARIANTS)
+    page.click(".rd-model-tiny-48 input")  # untick and tick again
     assert not page.is_checked(".rd-model-tiny-48 input")
     page.click(".rd-model-tiny-48 input")
     page.get_by_text("Upload FASTA / DMS CSV").click()
@@ -266,24 +345,22 @@ def _drive(server, browser, tmp_path, timings: dict[str, object]) -> None:
         page.click(".rd-upload")
     chooser.value.set_files(str(csv_path))
     page.wait_for_function("document.querySelector('.rd-upload').innerText.includes('(1)')")
+    wait_text(page, ".rd-estimate", f"{N_SINGLES} sequences", 60)
     before = {name: figure(page, name, 0) for name in ("decomposition", "slicer")}
     slicer_scatter = figure(page, "slicer", 0, plot=1)
     start = time.perf_counter()
     page.click(".rd-compute")
     wait_ready(page, 300)
-    timings["compute_5000_variants_s"] = round(time.perf_counter() - start, 2)
-    assert_no_error(page)
+    timings["compute_upload_s"] = round(time.perf_counter() - start, 2)
     for name in ("decomposition", "slicer"):
         wait_figure_change(page, name, 0, before[name])
-    scatter = wait_figure_change(page, "slicer", 0, slicer_scatter, plot=1)
-    assert scatter["n"] == N_VARIANTS
-    umap_pca = wait_figure_change(page, "umap", 0, None)
-    assert umap_pca["n"] == N_VARIANTS
-    shot(page, "02-computed")
-    shot(page, "02-decomposition", "decomposition")
+    assert wait_figure_change(page, "slicer", 0, slicer_scatter, plot=1)["n"] == N_SINGLES
+    assert wait_figure_change(page, "umap", 0, None)["n"] == N_SINGLES
+    assert wait_figure_change(page, "scaling", 0, None)["n"] > 0
+    shot(page, "04-computed")
+    shot(page, "04-decomposition", "decomposition")
 
-    # slider: alternate Home / End (each swaps the 5,000-point view) and single steps
-    scroll_to(page, "slicer")
+    scroll_to(page, "slicer")  # alternate Home / End (each swaps the whole view) and single steps
     live_ms, view_ms = [], []
     for key, expected in [("Home", 1), ("End", 64), ("Home", 1), ("End", 64), ("ArrowLeft", 63),
                           ("Home", 1), ("End", 64), ("Home", 1), ("End", 64), ("Home", 1)]:
@@ -292,50 +369,64 @@ def _drive(server, browser, tmp_path, timings: dict[str, object]) -> None:
         live_ms.append(round(live, 1))
         view_ms.append(round(view, 1))
         page.wait_for_timeout(300)  # a person pressing keys; lets the throttled view settle
-    timings["slider_redraw_ms"] = live_ms
     timings["slider_redraw_median_ms"] = float(np.median(live_ms))
-    timings["slider_view_5000_points_ms"] = view_ms
-    timings["slider_view_5000_points_median_ms"] = float(np.median(view_ms))
-    shot(page, "03-slider", "slicer")
+    timings[f"slider_view_{N_SINGLES}_points_median_ms"] = float(np.median(view_ms))
+    shot(page, "05-slider", "slicer")
     assert_no_error(page)
 
-    # UMAP panel: switch the subspace to the block tiny-64 adds -> PCA view at once
-    scroll_to(page, "umap")
+    scroll_to(page, "umap")  # the block tiny-64 adds -> PCA at once; then a UMAP
     before_pca = figure(page, "umap", 0)
     start = time.perf_counter()
     page.select_option(".rd-subspace select", label="block tiny-64: dims 49–64 (what tiny-64 adds)")
     wait_figure_change(page, "umap", 0, before_pca, timeout=30)
-    timings["first_low_dim_view_s"] = round(time.perf_counter() - start, 2)
-    start = time.perf_counter()
+    timings["subspace_pca_view_s"] = round(time.perf_counter() - start, 2)
     wait_text(page, ".rd-umap-engine", "ready", 240)  # warm-up ran in the preheated kernel
-    timings["waited_for_umap_warm_up_s"] = round(time.perf_counter() - start, 2)
     before_umap = figure(page, "umap", 1)
     start = time.perf_counter()
     page.click(".rd-run-umap")
-    umap_view = wait_figure_change(page, "umap", 1, before_umap, timeout=120)
-    timings["umap_5000_after_warm_up_s"] = round(time.perf_counter() - start, 2)
-    assert umap_view["n"] == N_VARIANTS
+    assert wait_figure_change(page, "umap", 1, before_umap, timeout=120)["n"] == N_SINGLES
+    timings[f"umap_{N_SINGLES}_points_s"] = round(time.perf_counter() - start, 2)
     assert_no_error(page)
-    shot(page, "04-umap", "umap")
-
-    # scaling curves
+    shot(page, "06-umap", "umap")
     scroll_to(page, "scaling")
-    before_scaling = figure(page, "scaling", 0)
-    start = time.perf_counter()
-    page.click(".rd-run-scaling")
-    wait_text(page, ".rd-scaling-status", "probes done", 300)
-    timings["scaling_curves_s"] = round(time.perf_counter() - start, 2)
-    wait_figure_change(page, "scaling", 0, before_scaling)
-    page.wait_for_selector("a[download='revdistill-scaling.csv']", state="attached", timeout=30_000)
-    assert_no_error(page)
-    shot(page, "05-scaling", "scaling")
-    leave(page)
+    page.wait_for_selector("a[download='revdistill-results.csv']", state="attached", timeout=30_000)
+    shot(page, "07-scaling", "scaling")
 
-    # four visitors at once: all load, all compute the demo set
+
+def _fetch_assay_compute_and_landscape(page, timings: dict[str, object]) -> None:
+    """PIN1 picked in the browser, fetched from the local server and computed; the page answers meanwhile."""
+    scroll_to(page, "models")
+    page.get_by_text("ProteinGym assay", exact=True).click()
+    page.fill(".rd-assay-query input", "PIN1")
+    page.wait_for_function("document.querySelectorAll('.rd-assay-list select option').length === 1")
+    page.select_option(".rd-assay-list select", index=0)
+    wait_text(page, ".rd-assay-details", "not on disk", 30)
+    wait_text(page, ".rd-estimate", "686 sequences", 30)  # the catalogue's count, before fetching
+    start = time.perf_counter()
+    page.click(".rd-compute")
+    scroll_to(page, "slicer")
+    during = [page.evaluate(JS_LIVE_LATENCY, [key, expected]) for key, expected in
+              [("End", 64), ("Home", 1), ("End", 64), ("Home", 1)]]
+    wait_ready(page, 300, text=f"{PIN1_ID}: {N_SINGLES} sequences")
+    timings["fetch_and_compute_pin1_s"] = round(time.perf_counter() - start, 2)
+    timings["slider_redraw_while_computing_ms"] = [round(value, 1) for value in during]
+    assert all(value > 0 for value in during), f"the page froze while computing: {during}"
+    assert "1 with data on disk" in page.inner_text(".rd-assay-count")
+    scroll_to(page, "landscape")
+    page.wait_for_function(f"(() => {{ const r = ({JS_HEATMAP_CELLS})([{PANEL['landscape']}, 0]); "
+                           "return r && r.cells > 0; })()", timeout=60_000)
+    cells = page.evaluate(JS_HEATMAP_CELLS, [PANEL["landscape"], 0])
+    assert cells == {"cells": N_SINGLES, "rows": 20, "type": "heatmap"}  # one per (position, amino acid)
+    assert "741 measured (position, amino acid) cells" in page.inner_text(".rd-landscape-status")
+    assert_no_error(page)
+    shot(page, "08-landscape", "landscape")
+
+
+def _four_visitors(browser, url: str, timings: dict[str, object]) -> None:
     pages = [browser.new_page(viewport={"width": 1280, "height": 1000}) for _ in range(4)]
     start = time.perf_counter()
     for visitor in pages:
-        visitor.goto(server["url"], wait_until="commit")
+        visitor.goto(url, wait_until="commit")
     ready = []
     for visitor in pages:
         visitor.wait_for_selector(".rd-compute:not([disabled])", timeout=180_000)
@@ -346,7 +437,101 @@ def _drive(server, browser, tmp_path, timings: dict[str, object]) -> None:
         wait_ready(visitor, 240)
     timings["four_visitors_interactive_s"] = ready
     timings["four_visitors_all_computed_s"] = round(time.perf_counter() - start, 2)
-    shot(pages[-1], "06-fourth-visitor")
+    shot(pages[-1], "09-fourth-visitor")
     for visitor in pages:
         leave(visitor)
 
+
+# -- the views at every size ----------------------------------------------------------------------
+DRAW_HOOK = """(() => {
+  // Timestamp of the last drawing anywhere on the page: WebGL draw calls, canvas painting, DOM changes.
+  window.__draws = 0; window.__lastDraw = 0;
+  const mark = () => { window.__draws++; window.__lastDraw = performance.now(); };
+  const wrap = (proto, name) => { const f = proto && proto[name]; if (!f) return;
+    proto[name] = function(...a) { mark(); return f.apply(this, a); }; };
+  for (const P of [window.WebGLRenderingContext && WebGLRenderingContext.prototype,
+                   window.WebGL2RenderingContext && WebGL2RenderingContext.prototype]) {
+    for (const n of ['drawArrays', 'drawElements', 'drawArraysInstanced', 'drawElementsInstanced']) wrap(P, n);
+  }
+  const getExtension = WebGLRenderingContext.prototype.getExtension;
+  WebGLRenderingContext.prototype.getExtension = function(name) {
+    const ext = getExtension.call(this, name);
+    if (ext && name === 'ANGLE_instanced_arrays' && !ext.__hooked) {
+      ext.__hooked = true; wrap(ext, 'drawArraysInstancedANGLE'); wrap(ext, 'drawElementsInstancedANGLE');
+    }
+    return ext;
+  };
+  wrap(CanvasRenderingContext2D.prototype, 'putImageData'); wrap(CanvasRenderingContext2D.prototype, 'drawImage');
+  new MutationObserver(mark).observe(document, {subtree: true, childList: true, attributes: true, characterData: true});
+})();"""
+
+JS_ACT = """async ([action, target, plot, quiet]) => {
+  // Press a key on the slider or click a button, then wait until plot `plot` of the page shows new data
+  // (its first trace's x, or a new plot) and nothing has been drawn for `quiet` ms; return the ms from the
+  // action to the last drawing.
+  const plots = () => document.querySelectorAll('.rd-bench .js-plotly-plot');
+  const data = () => { const gd = plots()[plot]; return gd && gd.data && gd.data[0] ? gd.data[0].x : null; };
+  const before = data();
+  const t0 = performance.now();
+  if (action === 'key') {
+    document.querySelector('.rd-bench-slider .noUi-handle').dispatchEvent(
+      new KeyboardEvent('keydown', {key: target, bubbles: true, cancelable: true}));
+  } else {
+    document.querySelector(target).click();
+  }
+  while (true) {
+    await new Promise(r => setTimeout(r, 20));
+    const now = performance.now();
+    if (data() !== before && data() !== null && window.__lastDraw > t0 && now - window.__lastDraw > quiet) {
+      return window.__lastDraw - t0;
+    }
+    if (now - t0 > 120000) return -1;
+  }
+}"""
+
+JS_QUIET = """async (quiet) => {
+  while (performance.now() - window.__lastDraw < quiet) await new Promise(r => setTimeout(r, 25));
+}"""
+
+
+def test_views_at_every_size(bench_server, browser):
+    """Each view at 5k, 20k, 100k and 500k points: page interactive, PCA view, slider redraw, landscape, UMAP."""
+    sizes: dict[str, object] = {}
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        for n in SIZES:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.add_init_script(DRAW_HOOK)
+            start = time.perf_counter()
+            page.goto(f"{bench_server['url']}?n={n}", wait_until="commit")
+            page.wait_for_selector(".rd-bench-slider .noUi-handle", timeout=300_000)
+            page.wait_for_function("document.querySelectorAll('.rd-bench .js-plotly-plot').length >= 2",
+                                   timeout=300_000)
+            page.evaluate(JS_QUIET, 500)
+            result: dict[str, object] = {"page_interactive_s": round(time.perf_counter() - start - 0.5, 2),
+                                         "renderer": page.inner_text(".rd-bench-status").split("renderer ")[-1]}
+            redraws = []
+            for key in ("Home", "End", "Home", "End", "Home"):
+                redraws.append(round(page.evaluate(JS_ACT, ["key", key, 0, 300])))
+                page.wait_for_timeout(150)
+            assert min(redraws) > 0, f"the PCA view of {n} points did not redraw: {redraws}"
+            result["slider_redraw_ms"] = redraws
+            result["slider_redraw_median_ms"] = float(np.median(redraws))
+            result["pca_view_s"] = round(page.evaluate(JS_ACT, ["click", ".rd-bench-pca", 1, 400]) / 1000, 3)
+            result["landscape_s"] = round(page.evaluate(JS_ACT, ["click", ".rd-bench-landscape", 2, 800]) / 1000, 3)
+            result["landscape_cells"] = int(page.inner_text(".rd-bench-status").split("landscape of ")[-1].split()[0])
+            if n in UMAP_SIZES:  # warm numba first (the dashboard does it when a kernel starts), then time
+                start = time.perf_counter()
+                page.click(".rd-bench-umap")
+                wait_text(page, ".rd-bench-status", "UMAP done", 600)
+                result["umap_with_page_s"] = round(time.perf_counter() - start, 2)
+                status = page.inner_text(".rd-bench-status")
+                result["umap_s"] = float(status.split("UMAP done in ")[-1].split(" s")[0])
+                result["umap_note"] = status.split(" s", 1)[-1].strip(" ·()")
+            page.screenshot(path=str(ARTIFACTS / f"10-views-{n}.png"), full_page=False)
+            sizes[str(n)] = result
+            print(n, result, flush=True)
+            page.goto("about:blank")
+            page.close()
+    finally:
+        record("views_by_size", sizes)

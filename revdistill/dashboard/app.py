@@ -47,9 +47,9 @@ STYLE = """
 .rd-table td, .rd-table th {border-bottom: 1px solid #eee; padding: 2px 8px; text-align: left;}
 .rd-readout {font-size: 0.92em; line-height: 1.4;}
 .rd-download {margin-right: 1em;}
-.rd-assay-list select {font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 12px;}
-.rd-assay-header {font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 12px; margin: 4px 0 0 4px;
-                  color: #555; font-weight: bold;}
+.rd-assay-list select, .rd-assay-header {font: 12px/1.35 "DejaVu Sans Mono", Menlo, Consolas, monospace !important;}
+.rd-assay-list select {padding: 2px 4px !important;}
+.rd-assay-header {margin: 4px 0 0 0; padding: 0 5px; color: #555; white-space: pre;}
 .rd-estimate {margin: 4px 0;}
 .rd-app .js-plotly-plot .layer-below image, .rd-app .js-plotly-plot .layer-above image {image-rendering: pixelated;}
 </style>

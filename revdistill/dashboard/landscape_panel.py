@@ -78,6 +78,7 @@ class LandscapePanel:
         self.message = widgets.HTML(f"<span class='rd-hint'>{html.escape(NEEDS_DMS)}</span>")
         self.message.add_class("rd-landscape-status")
         self.holder = widgets.Box([])
+        self._filling = False  # set while the dropdowns are refilled: their callbacks then do nothing
         self.widget = widgets.VBox([
             section_title("6 · Mutational landscape",
                           "Measured score, the probe's out-of-fold prediction and their difference, per position "
@@ -88,13 +89,14 @@ class LandscapePanel:
             self.holder,
         ])
         self.widget.add_class("rd-panel")
+        self.scheme.observe(state.guard(self.on_scheme, "landscape scheme"), names="value")
+        self.representation.observe(state.guard(self.on_choice, "landscape prediction"), names="value")
+        self.compare.observe(state.guard(self.on_choice, "landscape comparison"), names="value")
         state.on_analysis(self.update)
 
     def update(self, analysis: Any) -> None:
         """New analysis: offer its predictions, or say that a protein set has no landscape."""
         self.analysis = analysis
-        for dropdown in (self.scheme, self.representation, self.compare):
-            dropdown.unobserve_all("value")
         if not analysis.task.is_mutant_set:
             for dropdown in (self.scheme, self.representation, self.compare):
                 dropdown.disabled = True
@@ -102,14 +104,15 @@ class LandscapePanel:
             self._replace_figure(None)
             return
         schemes = analysis.result.schemes
-        self.scheme.options = [(SCHEME_LABELS.get(s, s), s) for s in schemes]
-        self.scheme.value = schemes[0]
-        self._fill_representations()
+        self._filling = True
+        try:
+            self.scheme.options = [(SCHEME_LABELS.get(s, s), s) for s in schemes]
+            self.scheme.value = schemes[0]
+            self._fill_representations()
+        finally:
+            self._filling = False
         for dropdown in (self.scheme, self.representation, self.compare):
             dropdown.disabled = False
-        self.scheme.observe(self.state.guard(self.on_scheme, "landscape scheme"), names="value")
-        self.representation.observe(self.state.guard(self.on_choice, "landscape prediction"), names="value")
-        self.compare.observe(self.state.guard(self.on_choice, "landscape comparison"), names="value")
         self.show()
 
     def _fill_representations(self) -> None:
@@ -125,17 +128,20 @@ class LandscapePanel:
 
     def on_scheme(self, change: dict[str, Any]) -> None:
         """Another scheme: the same representations' predictions under it."""
-        for dropdown in (self.representation, self.compare):
-            dropdown.unobserve_all("value")
-        self._fill_representations()
-        self.representation.observe(self.state.guard(self.on_choice, "landscape prediction"), names="value")
-        self.compare.observe(self.state.guard(self.on_choice, "landscape comparison"), names="value")
+        if self._filling or self.analysis is None:
+            return
+        self._filling = True
+        try:
+            self._fill_representations()
+        finally:
+            self._filling = False
         self.show()
 
     def on_choice(self, change: dict[str, Any]) -> None:
         """Another representation or comparison: redraw."""
-        if change["new"] is not None or change["owner"] is self.compare:
-            self.show()
+        if self._filling or self.analysis is None or not self.representation.value:
+            return
+        self.show()
 
     def show(self) -> None:
         """Build the landscape of the chosen prediction and show it in a new figure."""

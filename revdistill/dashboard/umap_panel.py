@@ -74,6 +74,7 @@ class UmapPanel:
     def __init__(self, state: DashboardState) -> None:
         self.state = state
         self.analysis: Any = None
+        self._filling = False  # set while the dropdowns are refilled: their callbacks then do nothing
         self.subspace = widgets.Dropdown(options=[("—", "")], description="Subspace", disabled=True,
                                          layout={"width": "420px"})
         self.subspace.add_class("rd-subspace")
@@ -132,14 +133,14 @@ class UmapPanel:
         self.analysis = analysis
         options = subspace_options(analysis.nested)
         colors = color_options(analysis.task)
-        for dropdown in (self.subspace, self.color):
-            dropdown.unobserve_all("value")
-        self.subspace.options = options
-        self.subspace.value = options[len(analysis.nested.names) - 1][1]
-        self.color.options = [(c, c) for c in colors]
-        self.color.value = colors[0]
-        self.subspace.observe(self.state.guard(self.on_subspace, "subspace"), names="value")
-        self.color.observe(self.state.guard(self.on_color, "colour"), names="value")
+        self._filling = True  # (unobserve_all would also drop the widget's own value -> index link)
+        try:
+            self.subspace.options = options
+            self.subspace.value = options[len(analysis.nested.names) - 1][1]
+            self.color.options = [(c, c) for c in colors]
+            self.color.value = colors[0]
+        finally:
+            self._filling = False
         for dropdown in (self.subspace, self.color, self.run_umap):
             dropdown.disabled = False
         start = time.perf_counter()
@@ -157,12 +158,12 @@ class UmapPanel:
 
     def on_subspace(self, change: dict[str, Any]) -> None:
         """Show the new subspace's PCA at once (and its UMAP if cached)."""
-        if self.analysis is not None and change["new"]:
+        if not self._filling and self.analysis is not None and change["new"]:
             self.show_subspace()
 
     def on_color(self, change: dict[str, Any]) -> None:
         """Recolour both views."""
-        if self.analysis is None or not change["new"]:
+        if self._filling or self.analysis is None or not change["new"]:
             return
         colors, colorbar = color_values(self.analysis.task.table, change["new"])
         self.view.set_colors(colors, colorbar, categorical=colorbar["tickvals"] is not None)

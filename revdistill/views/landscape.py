@@ -16,6 +16,7 @@ larger model's block helps). Nothing is fitted here: the predictions are the exp
 """
 from __future__ import annotations
 
+import base64
 import logging
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -26,7 +27,7 @@ import pandas as pd
 logger = logging.getLogger(__name__)
 
 __all__ = ["AMINO_ACIDS", "Landscape", "landscape", "per_position_spearman", "landscape_figure", "prediction_label",
-           "MIN_PER_POSITION"]
+           "typed_array", "decode_array", "MIN_PER_POSITION"]
 
 #: Row order of the heatmaps: grouped by side-chain chemistry (positive, negative, polar, special,
 #: hydrophobic, aromatic), the usual order of DMS figures.
@@ -66,6 +67,11 @@ class Landscape:
         return self.prediction - self.score
 
     @property
+    def columns(self) -> list[str]:
+        """Column labels: wild type and position (``"M12"``; ``"?12"`` when the wild type is unknown)."""
+        return [f"{wild or '?'}{position}" for wild, position in zip(self.wild_type, self.positions)]
+
+    @property
     def n_cells(self) -> int:
         """Measured (position, amino acid) pairs: the heatmap's filled cells."""
         return int(np.isfinite(self.score).sum())
@@ -96,16 +102,21 @@ def _singles(table: pd.DataFrame, prediction: np.ndarray) -> pd.DataFrame:
 def per_position_spearman(frame: pd.DataFrame, min_variants: int = MIN_PER_POSITION) -> pd.DataFrame:
     """Spearman between prediction and score within each position (NaN below ``min_variants`` variants).
 
-    Uses the probe's own :func:`revdistill.experiment.probe.spearman`.
+    The definition of :func:`revdistill.experiment.probe.spearman` (Pearson correlation of average ranks;
+    NaN when either side is constant), computed for all positions at once: a loop over 3,000 positions
+    would hold the kernel for a second.
     """
-    from revdistill.experiment.probe import spearman  # noqa: PLC0415
-
-    rows = []
-    for position, group in frame.groupby("position", sort=True):
-        n = len(group)
-        rho = spearman(group["prediction"].to_numpy(), group["score"].to_numpy()) if n >= min_variants else np.nan
-        rows.append({"position": int(position), "n_variants": n, "spearman": float(rho)})
-    return pd.DataFrame(rows, columns=["position", "n_variants", "spearman"])
+    by = frame["position"].to_numpy()
+    ranks = frame.groupby("position")[["prediction", "score"]].rank()
+    centred = ranks - ranks.groupby(by).transform("mean")
+    grouped = pd.DataFrame({"position": by, "cross": centred["prediction"] * centred["score"],
+                            "a": centred["prediction"] ** 2, "b": centred["score"] ** 2}).groupby("position")
+    sums, counts = grouped.sum(), grouped.size()
+    denominator = np.sqrt(sums["a"] * sums["b"])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = np.where((denominator > 0) & (counts >= min_variants), sums["cross"] / denominator, np.nan)
+    return pd.DataFrame({"position": sums.index.to_numpy(dtype=np.int64), "n_variants": counts.to_numpy(),
+                         "spearman": np.clip(rho, -1.0, 1.0)})
 
 
 def landscape(table: pd.DataFrame, prediction: np.ndarray, min_variants: int = MIN_PER_POSITION) -> Landscape:
@@ -163,13 +174,32 @@ def _range(values: np.ndarray, symmetric: bool = False) -> tuple[float, float]:
     return (low, high) if high > low else (low - 0.5, high + 0.5)
 
 
+def typed_array(values: np.ndarray) -> dict[str, str]:
+    """plotly's typed-array form of a float array (``dtype``, base64 ``bdata``, ``shape``): plotly.js reads it
+    as is, and a figure widget sends it as one string instead of nested lists (a 2-D array would become
+    lists of Python floats, seconds for a long protein)."""
+    array = np.ascontiguousarray(values, dtype=np.float64)
+    return {"dtype": "f8", "bdata": base64.b64encode(array.tobytes()).decode("ascii"),
+            "shape": ", ".join(str(size) for size in array.shape)}
+
+
+def decode_array(value: Any) -> np.ndarray:
+    """A figure's data array as numpy: decodes :func:`typed_array`'s form, passes anything else through."""
+    if isinstance(value, dict) and "bdata" in value:
+        shape = tuple(int(size) for size in str(value["shape"]).split(","))
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"])).reshape(shape)
+    return np.asarray(value, dtype=np.float64)
+
+
 def _heatmap(go: Any, scape: Landscape, values: np.ndarray, name: str, zrange: tuple[float, float],
              colorscale: str, colorbar: dict[str, Any] | None) -> Any:
-    custom = np.ascontiguousarray(np.stack([scape.score, scape.prediction], axis=-1))
-    return go.Heatmap(z=values, x=scape.positions, y=list(AMINO_ACIDS), zmin=zrange[0], zmax=zrange[1],
-                      colorscale=colorscale, name=name, text=scape.mutant, customdata=custom,
-                      showscale=colorbar is not None, colorbar=colorbar, xgap=0, ygap=0, hoverongaps=False,
-                      hovertemplate=("%{text}<br>score %{customdata[0]:.3f}<br>prediction %{customdata[1]:.3f}"
+    # Columns are named wild type + position ("M12"), so hovering reads the mutant ("M12A") from x and y; the
+    # score rides in customdata and the prediction in text (numbers, formatted by the hover template).
+    return go.Heatmap(z=typed_array(values), x=scape.columns, y=list(AMINO_ACIDS), zmin=zrange[0], zmax=zrange[1],
+                      colorscale=colorscale, name=name, customdata=typed_array(scape.score),
+                      text=typed_array(scape.prediction), showscale=colorbar is not None, colorbar=colorbar,
+                      xgap=0, ygap=0, hoverongaps=False,
+                      hovertemplate=("%{x}%{y}<br>score %{customdata:.3f}<br>prediction %{text:.3f}"
                                      f"<extra>{name}</extra>"))
 
 
@@ -212,30 +242,34 @@ def landscape_figure(scape: Landscape, *, prediction_name: str, title: str = "",
     difference = {"len": 0.24, "y": 0.35, "thickness": 12, "title": {"text": "pred − score"}}
     figure.add_trace(_heatmap(go, scape, scape.difference, "difference", _range(scape.difference, True), "PiYG",
                               difference), row=3, col=1)
+    columns = scape.columns
+    label = dict(zip(scape.positions.tolist(), columns))
     known = [i for i, wild in enumerate(scape.wild_type) if wild in AMINO_ACIDS]
     for row in (1, 2, 3):
-        figure.add_trace(go.Scatter(x=scape.positions[known], y=[scape.wild_type[i] for i in known], mode="markers",
+        figure.add_trace(go.Scatter(x=[columns[i] for i in known], y=[scape.wild_type[i] for i in known],
+                                    mode="markers", name="wild type", legendgroup="wt", showlegend=row == 1,
                                     marker={"symbol": "x-thin", "size": 5, "line": {"width": 1, "color": "black"}},
-                                    name="wild type", legendgroup="wt", showlegend=row == 1,
-                                    hovertemplate="wild type %{y}%{x}<extra></extra>"), row=row, col=1)
+                                    hovertemplate="wild type %{x}<extra></extra>"), row=row, col=1)
     per = scape.per_position
-    figure.add_trace(go.Scatter(x=per["position"], y=per["spearman"], mode="lines+markers", name=prediction_name,
-                                line={"color": COLOURS["rd"], "width": 1.2}, marker={"size": 3},
+    figure.add_trace(go.Scatter(x=[label[p] for p in per["position"]], y=per["spearman"], mode="lines+markers",
+                                name=prediction_name, line={"color": COLOURS["rd"], "width": 1.2}, marker={"size": 3},
                                 connectgaps=False), row=4, col=1)
     if compare is not None:
         other = compare.per_position
-        figure.add_trace(go.Scatter(x=other["position"], y=other["spearman"], mode="lines", name=compare_name,
-                                    line={"color": COLOURS["esm2"], "width": 1, "dash": "dot"}), row=4, col=1)
+        figure.add_trace(go.Scatter(x=[label[p] for p in other["position"]], y=other["spearman"], mode="lines",
+                                    name=compare_name, line={"color": COLOURS["esm2"], "width": 1, "dash": "dot"}),
+                         row=4, col=1)
         merged = per.merge(other, on="position", suffixes=("", "_other"))
         gain = merged["spearman"] - merged["spearman_other"]
-        figure.add_trace(go.Bar(x=merged["position"], y=gain, name=f"gain over {compare_name}",
+        figure.add_trace(go.Bar(x=[label[p] for p in merged["position"]], y=gain, name=f"gain over {compare_name}",
                                 marker={"color": np.where(gain.fillna(0) >= 0, "#4d9221", "#c51b7d")},
                                 opacity=0.45), row=4, col=1)
     for row in (1, 2, 3):
         figure.update_yaxes(tickfont={"size": 8}, autorange="reversed", tickmode="array", tickvals=list(AMINO_ACIDS),
                             ticktext=list(AMINO_ACIDS), row=row, col=1)
     figure.update_yaxes(range=[-1.05, 1.05], title_text="ρ", row=4, col=1)
-    figure.update_xaxes(title_text="position", row=4, col=1)
+    figure.update_xaxes(type="category", categoryorder="array", categoryarray=columns)
+    figure.update_xaxes(title_text="position (wild type and number)", row=4, col=1)
     annotations = list(figure.layout.annotations)
     if note:
         annotations.append({"text": note, "xref": "paper", "yref": "paper", "x": 0, "y": -0.08, "showarrow": False,

@@ -10,7 +10,8 @@ figure): a full fit of 100,000 points takes minutes on two cores.
 
 ``umap-learn`` is imported lazily: its first import compiles numba code (about 25 s) and each fresh
 process pays about a minute more on its first fits. :func:`start_warm_up` runs :func:`warm_up_umap` on
-a tiny input in a background thread so that the first real UMAP is fast. UMAP results are cached in
+a tiny input in a background thread so that the first real UMAP is fast (both live in
+:mod:`revdistill.views.umap_engine` and are re-exported here). UMAP results are cached in
 ``.npz`` files keyed by a hash of the input bytes and the parameters (read with ``allow_pickle=False``).
 """
 from __future__ import annotations
@@ -18,18 +19,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import threading
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from revdistill._files import file_lock, load_npz, save_npz
+from revdistill._files import load_npz, save_npz
 from revdistill.core.linalg import flip_signs, symmetric_eigh_descending
+from revdistill.views.umap_engine import (_import_umap, enable_numba_disk_cache, on_warm_up_done, start_warm_up,
+                                          umap_ready, warm_up_umap)
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +53,6 @@ __all__ = [
 _CACHE_VERSION = 1
 #: Most points a UMAP is fitted on; the rest are placed by ``transform`` (see the module docstring).
 DEFAULT_FIT_SAMPLE = 20_000
-_WARM_UP_DONE = threading.Event()
-_WARM_UP_LOCK = threading.Lock()
-_WARM_UP_THREAD: threading.Thread | None = None
 
 
 def default_cache_dir() -> Path:
@@ -164,17 +161,6 @@ def pca_view(values: Any, n_components: int = 2) -> np.ndarray:
     if kept < n_components:
         coords = np.hstack([coords, np.zeros((coords.shape[0], n_components - kept))])
     return coords
-
-
-def _import_umap():
-    """Import umap-learn lazily (its first import compiles numba code)."""
-    try:
-        import umap  # noqa: PLC0415
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "UMAP views need umap-learn: pip install 'revdistill[dashboard]' (or umap-learn)"
-        ) from error
-    return umap
 
 
 def umap_fit_rows(n_samples: int, fit_sample: int | None = DEFAULT_FIT_SAMPLE,
@@ -325,148 +311,3 @@ def _read_cache(path: Path, n_samples: int) -> np.ndarray | None:
         return None
     logger.info("UMAP cache hit %s", path.name)
     return coords
-
-
-def enable_numba_disk_cache(packages: tuple[str, ...] = ("umap", "pynndescent")) -> int:
-    """Turn on numba's on-disk cache for the jitted functions of umap-learn and pynndescent.
-
-    Most of them are compiled without ``cache=True``, so every new kernel recompiles them (about a
-    minute on 2 cores). With the cache on, the first process writes the machine code next to the
-    sources (or under ``$NUMBA_CACHE_DIR``) and later kernels load it: the warm-up drops from about
-    78 s to about 30 s here. Functions numba cannot cache are left as they are.
-
-    Parameters
-    ----------
-    packages : tuple of str
-        Top-level packages whose already-imported modules are scanned.
-
-    Returns
-    -------
-    int
-        Number of dispatchers switched to disk caching.
-    """
-    import sys  # noqa: PLC0415
-
-    from numba.core.caching import FunctionCache  # noqa: PLC0415
-    from numba.core.registry import CPUDispatcher  # noqa: PLC0415
-
-    switched = 0
-    for name, module in list(sys.modules.items()):
-        if module is None or name.split(".")[0] not in packages:
-            continue
-        for value in list(vars(module).values()):
-            if isinstance(value, CPUDispatcher) and not isinstance(value._cache, FunctionCache):
-                try:
-                    value.enable_caching()
-                except Exception:  # noqa: BLE001 - some dispatchers cannot be cached; skip them
-                    continue
-                switched += 1
-    return switched
-
-
-def warm_up_umap(n_samples: int = 300, n_features: int = 16, persist: bool = True) -> float:
-    """Compile UMAP's numba code paths on a tiny random input.
-
-    Runs both the exact neighbour search (used below 4,096 points) and the approximate one
-    (pynndescent, used above), then the layout optimisation, and ``transform`` after an approximate
-    fit (how a subsampled fit places the other points), so the first real fit is fast.
-
-    Parameters
-    ----------
-    n_samples, n_features : int
-        Size of the random warm-up input.
-    persist : bool, default=True
-        Call :func:`enable_numba_disk_cache` first, so later processes start faster.
-
-    Returns
-    -------
-    float
-        Seconds spent.
-    """
-    start = time.perf_counter()
-    umap = _import_umap()
-    if persist:
-        from numba.core.errors import NumbaWarning  # noqa: PLC0415
-
-        # Functions numba cannot cache warn once each; that is expected, not the user's concern.
-        warnings.filterwarnings("ignore", category=NumbaWarning)
-        enable_numba_disk_cache()
-    rng = np.random.default_rng(0)
-    data = rng.standard_normal((n_samples, n_features)).astype(np.float32)
-    for force_approximation in (True, False):
-        reducer = umap.UMAP(
-            n_neighbors=15, random_state=0, n_jobs=1, low_memory=True, n_epochs=20,
-            force_approximation_algorithm=force_approximation,
-        ).fit(data)
-        if force_approximation:  # the path a subsampled fit takes to place the other points
-            reducer.transform(data[:50])
-    _WARM_UP_DONE.set()
-    seconds = time.perf_counter() - start
-    logger.info("UMAP warm-up took %.1f s", seconds)
-    return seconds
-
-
-_WARM_UP_CALLBACKS: list = []
-
-
-def on_warm_up_done(callback) -> None:
-    """Call ``callback()`` once UMAP is warm: now if it already is, else from the warm-up thread."""
-    with _WARM_UP_LOCK:
-        if not _WARM_UP_DONE.is_set():
-            _WARM_UP_CALLBACKS.append(callback)
-            return
-    callback()
-
-
-def _run_warm_up_callbacks() -> None:
-    with _WARM_UP_LOCK:
-        callbacks = list(_WARM_UP_CALLBACKS)
-        _WARM_UP_CALLBACKS.clear()
-    for callback in callbacks:
-        try:
-            callback()
-        except Exception:  # noqa: BLE001 - a listener's failure must not stop the others
-            logger.exception("UMAP warm-up callback failed")
-
-
-def _warm_up_in_background(nice: int) -> None:
-    """Thread body: lower this thread's CPU priority, then warm up; log failures."""
-    if nice and hasattr(os, "setpriority"):
-        try:  # On Linux, priority is per thread: only the warm-up yields to interactive work.
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-        except OSError:  # pragma: no cover - platform dependent
-            pass
-    try:
-        with file_lock(default_cache_dir() / ".warm-up.lock"):
-            warm_up_umap()
-        _run_warm_up_callbacks()
-    except Exception:  # noqa: BLE001 - a failed warm-up must not kill the kernel; UMAP reports later
-        logger.exception("UMAP warm-up failed")
-
-
-def start_warm_up(nice: int = 19) -> threading.Thread:
-    """Start :func:`warm_up_umap` in a daemon thread (once per process).
-
-    Parameters
-    ----------
-    nice : int, default=19
-        Niceness added to the warm-up thread on Linux, so interactive work keeps the CPU.
-
-    Returns
-    -------
-    threading.Thread
-        The warm-up thread (the same one on repeated calls).
-    """
-    global _WARM_UP_THREAD
-    with _WARM_UP_LOCK:
-        if _WARM_UP_THREAD is None:
-            _WARM_UP_THREAD = threading.Thread(
-                target=_warm_up_in_background, args=(nice,), name="revdistill-umap-warm-up", daemon=True
-            )
-            _WARM_UP_THREAD.start()
-        return _WARM_UP_THREAD
-
-
-def umap_ready() -> bool:
-    """Whether :func:`warm_up_umap` has finished in this process."""
-    return _WARM_UP_DONE.is_set()

@@ -16,7 +16,7 @@ from numpy.testing import assert_allclose
 
 from revdistill.dashboard.state import DashboardOptions, DashboardState
 
-from test_browser import write_dms_csv  # shared generator of the 5,000-variant CSV (tests/ is on pythonpath)
+from synthetic_dms import write_dms_csv  # shared generator of the synthetic PIN1 CSV (tests/ is on pythonpath)
 
 REPO = Path(__file__).resolve().parents[2]
 PROTEINGYM = REPO.parent / "shared" / "data" / "proteingym"

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import datetime
 import json
-import zipfile
 
 import numpy as np
 import pytest
 
 from http_servers import refused_url, serve_checkpoint, serve_directory
 from revdistill.dashboard.state import DashboardOptions
-from test_browser import PIN1, write_dms_csv
-
-PIN1_ID = "PIN1_HUMAN_Tsuboyama_2023_1I6C"
+from revdistill.views.landscape import decode_array
+from synthetic_dms import PIN1, PIN1_ID, write_dms_csv, write_pin1_zip
 
 
 @pytest.fixture(scope="module")
@@ -32,15 +30,6 @@ def make_app(tmp_path, cache, **options):
                 "weights_dir": tmp_path / "weights", "proteingym_dir": tmp_path / "proteingym"}
     (tmp_path / "proteingym").mkdir(exist_ok=True)
     return build_app(DashboardOptions(**{**defaults, **options}), warm_up=False)
-
-
-def serve_pin1(root):
-    """ProteinGym's singles zip with one synthetic PIN1 assay (all 741 singles of its 39 residues)."""
-    root.mkdir(parents=True, exist_ok=True)
-    csv = write_dms_csv(root / f"{PIN1_ID}.csv", n_variants=19 * len(PIN1))
-    with zipfile.ZipFile(root / "cv_folds_singles_substitutions.zip", "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.write(csv, f"cv_folds_singles_substitutions/{PIN1_ID}.csv")
-    csv.unlink()
 
 
 # -- weights ------------------------------------------------------------------------------------------
@@ -97,7 +86,7 @@ def test_browser_lists_every_assay_offline_and_filters_and_sorts(tmp_path, cache
 
 def test_assay_fetched_from_a_server_computes_and_draws_its_landscape(tmp_path, cache, monkeypatch):
     with serve_directory(tmp_path / "server") as server:
-        serve_pin1(server.root)
+        write_pin1_zip(server.root)
         monkeypatch.setenv("REVDISTILL_PROTEINGYM_URL", server.url)
         app = make_app(tmp_path, cache)
         models = app.models
@@ -112,13 +101,15 @@ def test_assay_fetched_from_a_server_computes_and_draws_its_landscape(tmp_path, 
     assert analysis.task.name == PIN1_ID and len(analysis.task) == 741
     panel = app.landscape
     pairs = analysis.task.table.groupby(["position", "mutated_aa"]).ngroups
-    z = np.asarray(panel.figure.data[0].z, dtype=float)
+    z = decode_array(panel.figure.data[0].z)
     assert z.shape == (20, len(PIN1)) and int(np.isfinite(z).sum()) == pairs == panel.landscape.n_cells
     assert panel.representation.value == ("nested", "rd", "tiny-64", 64)
     assert panel.compare.value == ("nested", "nested", "tiny-48", 48)
+    for dropdown in (panel.scheme, panel.representation, panel.compare, app.umap.subspace):  # the browser shows
+        assert dropdown.options[dropdown.index][1] == dropdown.value  # the index: it must follow the value
     key = (panel.scheme.value, *panel.representation.value)
     assert np.nanmax(np.abs(panel.landscape.prediction)) > 0
-    assert set(np.asarray(panel.figure.data[1].z, dtype=float)[np.isfinite(z)]) <= set(
+    assert set(decode_array(panel.figure.data[1].z)[np.isfinite(z)]) <= set(
         analysis.task_result.predictions[key])  # the experiment's own predictions, nothing refitted
     panel.scheme.value = "fold_contiguous_5"
     assert app.state.errors == [] and "contiguous" in panel.figure.layout.annotations[-1].text

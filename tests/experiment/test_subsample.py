@@ -6,7 +6,7 @@ import pytest
 
 from revdistill.experiment.protocol import Protocol
 from revdistill.experiment.tasks import SUBSAMPLE_NOTE, read_task, subsample_task
-from test_browser import write_dms_csv
+from synthetic_dms import write_dms_csv
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 from revdistill.experiment.probe import spearman
-from revdistill.views.landscape import AMINO_ACIDS, landscape, landscape_figure, prediction_label
+from revdistill.views.landscape import AMINO_ACIDS, decode_array, landscape, landscape_figure, prediction_label
 
 WILD = "MKVLAGHW"
 
@@ -62,11 +62,15 @@ def test_figure_has_three_heatmaps_wild_type_marks_and_the_comparison():
     heatmaps = [trace for trace in figure.data if trace.type == "heatmap"]
     assert [trace.name for trace in heatmaps] == ["measured", "predicted", "difference"]
     for trace in heatmaps:
-        assert np.asarray(trace.z, dtype=float).shape == (20, len(WILD))
-    assert int(np.isfinite(np.asarray(heatmaps[0].z, dtype=float)).sum()) == scape.n_cells
-    assert "%{text}" in heatmaps[0].hovertemplate and "prediction" in heatmaps[0].hovertemplate
+        assert decode_array(trace.z).shape == (20, len(WILD))
+    assert int(np.isfinite(decode_array(heatmaps[0].z)).sum()) == scape.n_cells
+    assert_allclose(decode_array(heatmaps[2].z), scape.difference, equal_nan=True)
+    assert list(heatmaps[0].x) == [f"{w}{p}" for w, p in zip(WILD, range(2, 2 + len(WILD)))]
+    assert "%{x}%{y}" in heatmaps[0].hovertemplate and "prediction" in heatmaps[0].hovertemplate  # "M2A"
+    assert_allclose(decode_array(heatmaps[1].customdata), scape.score, equal_nan=True)
+    assert_allclose(decode_array(heatmaps[2].text), scape.prediction, equal_nan=True)
     marks = [trace for trace in figure.data if trace.name == "wild type"]
-    assert len(marks) == 3 and list(marks[0].y) == list(WILD)
+    assert len(marks) == 3 and list(marks[0].y) == list(WILD) and list(marks[0].x) == list(heatmaps[0].x)
     names = [trace.name for trace in figure.data if trace.type in ("scatter", "bar")]
     assert {"rd 150M", "prefix 480", "gain over prefix 480"} <= set(names)
     assert any(a.text == "random 5-fold CV" for a in figure.layout.annotations)
