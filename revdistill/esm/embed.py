@@ -203,7 +203,7 @@ class LadderEmbedder:
         records = validate_records(records)
         pieces, counts = plan(records, self.long_sequences, self.window_overlap, MAX_RESIDUES)
         pooled = {name: torch.zeros(len(records), dim, device=self.device) for name, dim in self.dims.items()}
-        state = _Run(records, counts, self._keep_set(records, per_residue), pooled=pooled,
+        state = _Run(records, counts, keep_ids(records, per_residue), pooled=pooled,
                      lengths=np.zeros(len(records), dtype=np.int64), kept={name: {} for name in self.models},
                      moments=self._new_moments() if moments else None)
         queue = self._batches(pieces)
@@ -309,14 +309,6 @@ class LadderEmbedder:
             if record_id in state.keep:
                 state.kept[name][record_id] = value.cpu().numpy()
 
-    def _keep_set(self, records: Sequence[tuple[str, str]], per_residue: bool | Iterable[str]) -> set[str]:
-        ids = {record_id for record_id, _ in records}
-        if per_residue is True:
-            return ids
-        if per_residue is False or per_residue is None:
-            return set()
-        wanted = {per_residue} if isinstance(per_residue, str) else {str(record_id) for record_id in per_residue}
-        return wanted & ids
 
     def _new_moments(self):
         from revdistill.core.moments import Moments
@@ -390,3 +382,22 @@ def embed(records: Iterable[tuple[str, str]] | Mapping[str, str], model: torch.n
     engine = LadderEmbedder({name: model}, alphabet, device=device, dtype=dtype, token_budget=token_budget,
                             long_sequences=long_sequences, fast=fast, progress=progress, attention=attention)
     return engine.run(records, per_residue=per_residue, moments=moments)
+
+
+def keep_ids(records: Sequence[tuple[str, str]], per_residue: bool | Iterable[str], strict: bool = False) -> set[str]:
+    """Ids whose per-residue values are kept: all (``True``), none (``False``/``None``) or the given ones.
+
+    With ``strict``, given ids that are not among the records are an error (never silently nothing);
+    otherwise they are ignored.
+    """
+    ids = {record_id for record_id, _ in records}
+    if per_residue is True:
+        return ids
+    if per_residue is False or per_residue is None:
+        return set()
+    wanted = {per_residue} if isinstance(per_residue, str) else {str(record_id) for record_id in per_residue}
+    unknown = sorted(wanted - ids)
+    if strict and unknown:
+        raise ValueError(f"per_residue names {len(unknown)} id(s) that are not among the records: "
+                         f"{unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
+    return wanted & ids

@@ -168,11 +168,12 @@ class LocalEmbedder:
         int
             Records added (by all ranks together).
         """
+        from revdistill.esm.embed import keep_ids
         from revdistill.esm.sequences import validate_records
 
         aliases = resolve_models(models)
         records = validate_records(records)
-        keep = _keep_set(records, per_residue)
+        keep = keep_ids(records, per_residue, strict=True)
         rank, world_size = _rank_world(rank, world_size)
         # One writer at a time: a single process, or rank 0 of a torchrun job on behalf of its ranks (they
         # write parts only between the barriers around rank 0's consolidations). The lock is re-entrant,
@@ -221,21 +222,6 @@ class LocalEmbedder:
             _check_distributed(store, run_moments, aliases, dims, stored_before, rank)
         _barrier(world_size)
         return len(missing)
-
-
-def _keep_set(records: Sequence[tuple[str, str]], per_residue: bool | Iterable[str]) -> set[str]:
-    """Ids whose per-residue values are kept; unknown ids are an error (not silently nothing)."""
-    ids = {record_id for record_id, _ in records}
-    if per_residue is True:
-        return ids
-    if per_residue is False or per_residue is None:
-        return set()
-    wanted = {per_residue} if isinstance(per_residue, str) else {str(record_id) for record_id in per_residue}
-    unknown = sorted(wanted - ids)
-    if unknown:
-        raise ValueError(f"per_residue names {len(unknown)} id(s) that are not among the records: "
-                         f"{unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
-    return wanted
 
 
 def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
