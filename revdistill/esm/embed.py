@@ -309,7 +309,6 @@ class LadderEmbedder:
             if record_id in state.keep:
                 state.kept[name][record_id] = value.cpu().numpy()
 
-
     def _new_moments(self):
         from revdistill.core.moments import Moments
 
