@@ -419,7 +419,9 @@ def _fetch_assay_compute_and_landscape(page, timings: dict[str, object]) -> None
     assert cells == {"cells": N_SINGLES, "rows": 20, "type": "heatmap"}  # one per (position, amino acid)
     assert "741 measured (position, amino acid) cells" in page.inner_text(".rd-landscape-status")
     assert_no_error(page)
+    page.set_viewport_size({"width": 1280, "height": 1500})  # the whole panel, heatmaps and curve
     shot(page, "08-landscape", "landscape")
+    page.set_viewport_size({"width": 1280, "height": 1000})
 
 
 def _four_visitors(browser, url: str, timings: dict[str, object]) -> None:

@@ -26,6 +26,8 @@ MAX_WEBGL_POINTS = 10_000
 HOVER_SAMPLE = 2_000
 RENDERERS = ("auto", "points", "raster")
 COLORSCALE = "Viridis"
+#: Margins: the usual ones, with room under the x axis for the note.
+MARGIN = {**PLOT_MARGIN, "b": 80}
 
 
 def choose_renderer(n_points: int, renderer: str = "auto", max_points: int = MAX_WEBGL_POINTS) -> str:
@@ -131,7 +133,7 @@ class PointsFigure:
             figure.add_trace(go.Scattergl(name=str(titles[index]) if index < len(titles) else "", x=x, y=y,
                                           mode="markers", text=self.labels, marker=marker, showlegend=False,
                                           hovertemplate="%{text}<extra></extra>"), row=1, col=index + 1)
-        figure.update_layout(template=PLOT_TEMPLATE, margin=dict(PLOT_MARGIN), width=self.width,
+        figure.update_layout(template=PLOT_TEMPLATE, margin=dict(MARGIN), width=self.width,
                              height=self.height, title={"text": title} if title else None,
                              annotations=list(figure.layout.annotations) + [self._note_annotation()])
         if self.renderer == "raster":
@@ -143,7 +145,7 @@ class PointsFigure:
         return figure
 
     def _note_annotation(self) -> dict[str, Any]:
-        return {"text": self.note, "xref": "paper", "yref": "paper", "x": 0.0, "y": -0.13, "showarrow": False,
+        return {"text": self.note, "xref": "paper", "yref": "paper", "x": 0.0, "y": -0.12, "showarrow": False,
                 "xanchor": "left", "yanchor": "top", "font": {"size": 10, "color": "#777"}, "name": "rd-note"}
 
     def _color_range(self) -> tuple[float, float]:
@@ -162,8 +164,8 @@ class PointsFigure:
         """Width and height in pixels of subplot ``index``'s plot area."""
         axis = figure.layout["xaxis" if index == 0 else f"xaxis{index + 1}"]
         start, end = axis.domain or (0.0, 1.0)
-        inner_w = self.width - PLOT_MARGIN["l"] - PLOT_MARGIN["r"]
-        inner_h = self.height - PLOT_MARGIN["t"] - PLOT_MARGIN["b"]
+        inner_w = self.width - MARGIN["l"] - MARGIN["r"]
+        inner_h = self.height - MARGIN["t"] - MARGIN["b"]
         return max(int(inner_w * (end - start)), 16), max(int(inner_h), 16)
 
     def _image(self, index: int, cloud: np.ndarray | None, figure: Any) -> tuple[dict[str, Any], tuple]:

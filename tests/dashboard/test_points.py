@@ -47,9 +47,9 @@ def test_many_points_become_a_raster_with_a_hover_sample():
     x0, x1 = view.figure.layout.xaxis.range
     assert x0 <= points[:, 0].min() and x1 >= points[:, 0].max()
     before = image.source
-    view.set_points(0, points * 3)
+    view.set_points(0, np.column_stack([points[:, 0] * 3, points[:, 1] ** 2]))  # another shape, other ranges
     assert view.figure.layout.images[0].source != before
-    assert view.figure.layout.xaxis.range[1] > x1 * 2
+    assert view.figure.layout.xaxis.range[1] > x1 * 2 and view.figure.layout.yaxis.range[0] > -1
     view.set_colors(-points[:, 0])
     assert view.figure.data[0].marker.cmax == pytest.approx(-points[:, 0].min())
     view.set_note("extra")
