@@ -142,7 +142,11 @@ def test_subsample_runs_through_the_same_pipeline_and_is_labelled(tmp_path, cach
                             "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
     models.subsample.value, models.subsample_size.value = True, 300
     assert "300 sequences" in models.estimate.value
+    messages = []
+    shown = models._set_progress
+    models._set_progress = lambda fraction, message: (messages.append(message), shown(fraction, message))
     models.on_compute()
+    assert any("elapsed" in m and "left" in m for m in messages), messages  # progress with an ETA
     assert app.state.errors == []
     analysis = app.state.analysis
     assert len(analysis.task) == 300 and "seeded subsample: 300 of 741 variants, seed 0" in analysis.task.name
