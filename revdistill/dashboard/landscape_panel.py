@@ -160,9 +160,9 @@ class LandscapePanel:
         note = " · ".join(part for part in (
             f"{SCHEME_LABELS.get(scheme, scheme)} 5-fold CV, out-of-fold predictions of the experiment's ridge probe",
             subsample_note(analysis.task)) if part)
-        figure = landscape_figure(self.landscape, prediction_name=name, title=f"Mutational landscape · {analysis.task.name}",
-                                  compare=compare, compare_name=prediction_label((scheme, *self.compare.value), both)
-                                  if compare is not None else "", note=note)
+        compare_name = prediction_label((scheme, *self.compare.value), both) if compare is not None else ""
+        figure = landscape_figure(self.landscape, prediction_name=name, compare=compare, compare_name=compare_name,
+                                  title=f"Mutational landscape · {analysis.task.name}", note=note)
         self._replace_figure(as_figure_widget(figure))
         per = self.landscape.per_position["spearman"]
         self.message.value = (f"<span class='rd-hint'>{self.landscape.n_cells:,} measured (position, amino acid) "

@@ -273,6 +273,6 @@ def test_importing_the_package_is_light():
 
 
 def test_module_files_exist_for_every_panel():
-    for name in ("models_panel", "decomposition_panel", "slicer_panel", "umap_panel", "scaling_panel", "landscape_panel",
-                 "app", "analysis"):
+    for name in ("models_panel", "decomposition_panel", "slicer_panel", "umap_panel", "scaling_panel",
+                 "landscape_panel", "app", "analysis"):
         assert importlib.util.find_spec(f"revdistill.dashboard.{name}") is not None

@@ -78,7 +78,8 @@ def test_figure_has_three_heatmaps_wild_type_marks_and_the_comparison():
 
 def test_labels_and_errors():
     assert prediction_label(("fold_random_5", "nested", "rd", "150M", 640)) == "reverse-distilled 150M (640 dims)"
-    assert prediction_label(("fold_random_5", "nested", "nested", "35M", 400)).startswith("reverse-distilled prefix, k = 400")
+    prefix = prediction_label(("fold_random_5", "nested", "nested", "35M", 400))
+    assert prefix.startswith("reverse-distilled prefix, k = 400")
     table, prediction = dms_table()
     with pytest.raises(ValueError, match="prediction has shape"):
         landscape(table, prediction[:3])
