@@ -108,23 +108,15 @@ def _protocol(args: argparse.Namespace):
                     n_between=args.n_between, inner_folds=args.inner_folds, n_bootstrap=args.n_bootstrap)
 
 
-def default_store(models: tuple[str, ...], numerics: dict) -> Path:
-    """Cache path of the ProteinGym embedding store for a model list and embedding numerics."""
-    from revdistill.paths import cache_dir
-
-    suffix = "-".join(str(value) for _, value in sorted(numerics.items()))
-    return cache_dir("stores") / f"proteingym_{'_'.join(models)}_{suffix}.h5"
-
-
 def _run(args: argparse.Namespace, assays: list[str], protocol) -> int:
     from revdistill.esm.runner import LocalEmbedder, resolve_models
     from revdistill.esm.store import EmbeddingStore
-    from revdistill.experiment.pipeline import run_experiment
+    from revdistill.experiment.pipeline import default_store_path, run_experiment
     from revdistill.experiment.tasks import read_task
     from revdistill.proteingym import load_reference
     models = resolve_models(args.models)
     options = embed_options(args)
-    store_path = args.store or default_store(models, options.numerics())
+    store_path = args.store or default_store_path(None, models, options.numerics())
     inputs = [Path(a) for a in assays if Path(a).exists()]
     check_output(args.out, inputs=inputs + [store_path, args.ladder], kind="csv", suffixes=(".csv",))
     if store_path.exists():

@@ -175,11 +175,10 @@ def compute_analysis(task: Task, choices: Choices, protocol: Protocol, *, embedd
 
 
 def task_store_path(task: Task, models: tuple[str, ...], embedder: Any, cache: str | Path | None = None) -> Path:
-    """The store a task's embeddings go to (content hash, models, numerics): a second run embeds nothing."""
-    from revdistill.paths import cache_dir  # noqa: PLC0415
+    """The store a task's embeddings go to (:func:`~revdistill.experiment.pipeline.default_store_path`)."""
+    from revdistill.experiment.pipeline import default_store_path  # noqa: PLC0415
 
-    numerics = "-".join(str(value) for _, value in sorted(embedder.options.numerics().items()))
-    return cache_dir("stores", cache) / f"{task.key}-{'_'.join(models)}-{numerics}.h5"
+    return default_store_path(task, models, embedder.options.numerics(), cache)
 
 
 def ordered_models(models: tuple[str, ...]) -> tuple[str, ...]:

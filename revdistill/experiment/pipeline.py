@@ -14,6 +14,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -29,7 +30,8 @@ from revdistill.experiment.tasks import Task
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RESULT_COLUMNS", "ExperimentResult", "TaskResult", "run_experiment", "pooled_rows", "NOT_COMPARABLE"]
+__all__ = ["RESULT_COLUMNS", "ExperimentResult", "TaskResult", "run_experiment", "pooled_rows", "default_store_path",
+           "NOT_COMPARABLE"]
 
 RESULT_COLUMNS = (
     "assay", "scheme", "fit_on", "representation", "model", "dim", "spearman", "mse", "n_variants",
@@ -186,6 +188,22 @@ def _check_inputs(tasks: Sequence[Task], models: tuple[str, ...], ladders: Seque
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise ValueError(f"tasks {repeated} are given more than once")
+
+
+def default_store_path(task: Task | None, models: Sequence[str], numerics: dict[str, Any],
+                       cache: str | Path | None = None) -> Path:
+    """Where a task's embeddings are kept by default (the CLI's and the dashboard's one rule).
+
+    ProteinGym assays read by id (``task.from_benchmark``, or ``task=None`` for "the benchmark") share one
+    store per models and embedding numerics, so a subsample, a rerun or another front-end embeds nothing
+    again; other data (uploads, CSVs) get a store named by their content (:attr:`Task.key`), so two
+    uploads that reuse record names never collide.
+    """
+    from revdistill.paths import cache_dir
+
+    key = "proteingym" if task is None or task.from_benchmark else task.key
+    suffix = "-".join(str(value) for _, value in sorted(numerics.items()))
+    return cache_dir("stores", cache) / f"{key}_{'_'.join(models)}_{suffix}.h5"
 
 
 def pooled_rows(store: Any, models: Sequence[str], ids: Sequence[str]) -> dict[str, np.ndarray]:

@@ -73,6 +73,9 @@ class Task:
         ProteinGym's grouping for its average (the task name and ``"unknown"`` when absent).
     target_seq : str
         Wild type of a mutant set ("" otherwise).
+    from_benchmark : bool
+        Read by its ProteinGym id from the benchmark's files (its embeddings can share one store with
+        every other benchmark assay); False for uploads and other CSVs.
     """
 
     name: str
@@ -87,6 +90,7 @@ class Task:
     target_seq: str = ""
     source: str = ""
     notes: list[str] = field(default_factory=list)
+    from_benchmark: bool = False
 
     def __len__(self) -> int:
         return len(self.records)
@@ -148,8 +152,11 @@ def assay_task(assay: Assay) -> Task:
 def read_task(id_or_csv: str | Path, protocol: Protocol, data_dir: str | Path | None = None,
               reference: pd.DataFrame | None = None) -> Task:
     """Read a ProteinGym assay (by id or CSV path) as the protocol asks (singles, fold seed)."""
-    return assay_task(read_assay(id_or_csv, data_dir=data_dir, reference=reference,
+    task = assay_task(read_assay(id_or_csv, data_dir=data_dir, reference=reference,
                                  singles_only=protocol.singles_only, seed=protocol.fold_seed))
+    text = str(id_or_csv)
+    task.from_benchmark = not (text.endswith(".csv") or Path(text).expanduser().exists())
+    return task
 
 
 def sequence_task(name: str, records: Sequence[tuple[str, str]], target: str = "hydrophobicity",
@@ -215,4 +222,5 @@ def subsample_task(task: Task, n: int, seed: int = 0) -> Task:
                 target=task.target, folds={scheme: folds[rows] for scheme, folds in task.folds.items()},
                 fold_source=dict(task.fold_source), table=task.table.iloc[rows].reset_index(drop=True),
                 uniprot_id=task.uniprot_id or task.name, selection_type=task.selection_type,
-                target_seq=task.target_seq, source=task.source, notes=[*task.notes, label])
+                target_seq=task.target_seq, source=task.source, notes=[*task.notes, label],
+                from_benchmark=task.from_benchmark)

@@ -104,3 +104,18 @@ def test_inputs_are_checked_before_any_work(tasks, tiny_ladders, tmp_path):
     with pytest.raises(ValueError, match="given more than once"):
         _run([tasks[PIN1], tasks[PIN1]], store, [tiny_ladders["nested"]])
     assert not store.exists()  # nothing was embedded
+
+
+def test_benchmark_assays_share_one_default_store_and_uploads_do_not(proteingym_dir, tmp_path):
+    from revdistill.experiment.pipeline import default_store_path
+    from revdistill.experiment.tasks import subsample_task
+
+    numerics = {"dtype": "fp32", "long_sequences": "window"}
+    by_id = read_task(PIN1, FAST, data_dir=proteingym_dir)
+    by_csv = read_task(proteingym_dir / "assays" / f"{PIN1}.csv", FAST, data_dir=proteingym_dir)
+    assert by_id.from_benchmark and not by_csv.from_benchmark
+    shared = default_store_path(None, TINY, numerics, tmp_path)  # what the CLI uses for every run
+    assert default_store_path(by_id, TINY, numerics, tmp_path) == shared
+    assert default_store_path(subsample_task(by_id, 50), TINY, numerics, tmp_path) == shared
+    assert default_store_path(by_csv, TINY, numerics, tmp_path) != shared
+    assert default_store_path(by_id, TINY, {**numerics, "dtype": "bf16"}, tmp_path) != shared
