@@ -28,7 +28,7 @@ import torch
 
 from revdistill._files import load_npz, save_npz
 from revdistill.core.linalg import flip_signs, symmetric_eigh_descending
-from revdistill.views.umap_engine import (_import_umap, enable_numba_disk_cache, on_warm_up_done, start_warm_up,
+from revdistill.views.umap_engine import (_import_umap, on_warm_up_done, start_warm_up,
                                           umap_ready, warm_up_umap)
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,6 @@ __all__ = [
     "umap_ready",
     "umap_view",
     "DEFAULT_FIT_SAMPLE",
-    "enable_numba_disk_cache",
     "on_warm_up_done",
     "start_warm_up",
     "warm_up_umap",

@@ -11,7 +11,6 @@ import logging
 import os
 import threading
 import time
-import warnings
 
 import numpy as np
 
@@ -19,7 +18,7 @@ from revdistill._files import file_lock
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["enable_numba_disk_cache", "warm_up_umap", "on_warm_up_done", "start_warm_up", "umap_ready"]
+__all__ = ["warm_up_umap", "on_warm_up_done", "start_warm_up", "umap_ready"]
 
 _WARM_UP_DONE = threading.Event()
 _WARM_UP_LOCK = threading.Lock()
@@ -37,44 +36,7 @@ def _import_umap():
     return umap
 
 
-def enable_numba_disk_cache(packages: tuple[str, ...] = ("umap", "pynndescent")) -> int:
-    """Turn on numba's on-disk cache for the jitted functions of umap-learn and pynndescent.
-
-    Most of them are compiled without ``cache=True``, so every new kernel recompiles them (about a
-    minute on 2 cores). With the cache on, the first process writes the machine code next to the
-    sources (or under ``$NUMBA_CACHE_DIR``) and later kernels load it: the warm-up drops from about
-    78 s to about 30 s here. Functions numba cannot cache are left as they are.
-
-    Parameters
-    ----------
-    packages : tuple of str
-        Top-level packages whose already-imported modules are scanned.
-
-    Returns
-    -------
-    int
-        Number of dispatchers switched to disk caching.
-    """
-    import sys  # noqa: PLC0415
-
-    from numba.core.caching import FunctionCache  # noqa: PLC0415
-    from numba.core.registry import CPUDispatcher  # noqa: PLC0415
-
-    switched = 0
-    for name, module in list(sys.modules.items()):
-        if module is None or name.split(".")[0] not in packages:
-            continue
-        for value in list(vars(module).values()):
-            if isinstance(value, CPUDispatcher) and not isinstance(value._cache, FunctionCache):
-                try:
-                    value.enable_caching()
-                except Exception:  # noqa: BLE001 - some dispatchers cannot be cached; skip them
-                    continue
-                switched += 1
-    return switched
-
-
-def warm_up_umap(n_samples: int = 300, n_features: int = 16, persist: bool = True) -> float:
+def warm_up_umap(n_samples: int = 300, n_features: int = 16) -> float:
     """Compile UMAP's numba code paths on a tiny random input.
 
     Runs both the exact neighbour search (used below 4,096 points) and the approximate one
@@ -85,8 +47,9 @@ def warm_up_umap(n_samples: int = 300, n_features: int = 16, persist: bool = Tru
     ----------
     n_samples, n_features : int
         Size of the random warm-up input.
-    persist : bool, default=True
-        Call :func:`enable_numba_disk_cache` first, so later processes start faster.
+
+    Nothing global is changed: no warning filters, no switches on umap-learn's or numba's internals
+    (each kernel compiles its own code, in the background, before visitors need it).
 
     Returns
     -------
@@ -95,12 +58,6 @@ def warm_up_umap(n_samples: int = 300, n_features: int = 16, persist: bool = Tru
     """
     start = time.perf_counter()
     umap = _import_umap()
-    if persist:
-        from numba.core.errors import NumbaWarning  # noqa: PLC0415
-
-        # Functions numba cannot cache warn once each; that is expected, not the user's concern.
-        warnings.filterwarnings("ignore", category=NumbaWarning)
-        enable_numba_disk_cache()
     rng = np.random.default_rng(0)
     data = rng.standard_normal((n_samples, n_features)).astype(np.float32)
     for force_approximation in (True, False):
