@@ -57,8 +57,8 @@ class DashboardOptions:
 
     @classmethod
     def from_env(cls) -> "DashboardOptions":
-        """Options from ``REVDISTILL_CACHE``, ``REVDISTILL_WEIGHTS``, ``REVDISTILL_PROTEINGYM_DIR`` and
-        ``REVDISTILL_MAX_UPLOAD_MB`` (each optional)."""
+        """Options from ``REVDISTILL_CACHE``, ``REVDISTILL_PROTEINGYM_DIR`` and ``REVDISTILL_MAX_UPLOAD_MB``
+        (each optional; ``REVDISTILL_WEIGHTS`` is read where weights are, by :mod:`revdistill.esm.models`)."""
         def path(name: str) -> Path | None:
             value = os.environ.get(name)
             return Path(value).expanduser() if value else None
@@ -68,8 +68,7 @@ class DashboardOptions:
             max_bytes = int(float(limit) * 1e6) if limit else DEFAULT_MAX_UPLOAD_BYTES
         except ValueError:
             raise ValueError(f"REVDISTILL_MAX_UPLOAD_MB={limit!r} must be a number of megabytes") from None
-        return cls(cache_dir=path("REVDISTILL_CACHE"), weights_dir=path("REVDISTILL_WEIGHTS"),
-                   proteingym_dir=path("REVDISTILL_PROTEINGYM_DIR"), max_upload_bytes=max_bytes)
+        return cls(cache_dir=path("REVDISTILL_CACHE"), proteingym_dir=path("REVDISTILL_PROTEINGYM_DIR"), max_upload_bytes=max_bytes)
 
 
 @dataclass

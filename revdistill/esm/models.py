@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,7 +110,14 @@ def get_spec(name_or_alias: str) -> ModelSpec:
     raise ValueError(f"unknown model {name_or_alias!r}; known models: {known}")
 
 
+WEIGHTS_ENV = "REVDISTILL_WEIGHTS"
+
+
 def _default_weights_dir() -> Path:
+    """``$REVDISTILL_WEIGHTS`` when set, else fair-esm's cache ``torch.hub.get_dir()/checkpoints``."""
+    explicit = os.environ.get(WEIGHTS_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
@@ -121,7 +129,8 @@ def checkpoint_paths(name_or_alias: str, weights_dir: str | Path | None = None) 
     name_or_alias : str
         A trained model from :data:`ESM2_MODELS`.
     weights_dir : str or Path, optional
-        Folder holding ``<name>.pt``; defaults to ``torch.hub.get_dir()/checkpoints`` (fair-esm's cache).
+        Folder holding ``<name>.pt``; defaults to ``$REVDISTILL_WEIGHTS``, else
+        ``torch.hub.get_dir()/checkpoints`` (fair-esm's cache).
 
     Returns
     -------

@@ -110,3 +110,14 @@ def test_offline_error_names_the_files_and_the_folder(tmp_path):
         checkpoint_paths("tiny-32")
     with pytest.raises(ValueError, match="must be an 'esm2\\*.pt' file name"):
         save_esm2_checkpoint(tiny_esm2()[0], tmp_path / "model.pt")
+
+
+def test_weights_folder_from_the_environment(tmp_path, monkeypatch):
+    from revdistill.esm.models import checkpoint_paths, weights_available
+
+    monkeypatch.setenv("REVDISTILL_WEIGHTS", str(tmp_path))
+    model_path, regression_path = checkpoint_paths("8M")
+    assert model_path == tmp_path / "esm2_t6_8M_UR50D.pt" and regression_path.parent == tmp_path
+    assert not weights_available("8M")
+    model_path.write_bytes(b"x")
+    assert weights_available("8M")
