@@ -20,6 +20,7 @@ import difflib
 import io
 import logging
 import os
+import tempfile
 import zipfile
 from importlib import resources
 from pathlib import Path
@@ -76,6 +77,37 @@ def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
             raise FileNotFoundError(f"{ENV_VAR}={str(path)!r} is not a folder")
         return path
     return default_cache_dir()
+
+
+def data_folders(data_dir: str | Path | None = None) -> list[Path]:
+    """The folders searched for ProteinGym files, in order: :func:`resolve_data_dir`, then the cache.
+
+    A shared, read-only data folder can sit first; what is fetched later goes to the first writable
+    folder (:func:`writable_data_folder`), and is found there.
+    """
+    first = resolve_data_dir(data_dir)
+    cache = default_cache_dir()
+    return [first] if first.resolve() == cache.resolve() else [first, cache]
+
+
+def writable_data_folder(data_dir: str | Path | None = None) -> Path:
+    """The first of :func:`data_folders` this process can write to (created if missing)."""
+    for folder in data_folders(data_dir):
+        if _can_write(folder):
+            return folder
+    raise PermissionError(f"no writable ProteinGym folder among {[str(f) for f in data_folders(data_dir)]}; "
+                          f"set {ENV_VAR} or $REVDISTILL_CACHE to a folder you can write")
+
+
+def _can_write(folder: Path) -> bool:
+    """Whether a file can be created in ``folder`` (created if missing); a real probe, so read-only
+    mounts count as read-only even for root."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-probe-"):
+            return True
+    except OSError:
+        return False
 
 
 def _missing_data_message(what: str, folder: Path) -> str:
@@ -185,19 +217,20 @@ def _unknown_assay(name: str, reference: pd.DataFrame) -> UnknownAssayError:
 
 
 def find_assay_csv(dms_id: str, data_dir: str | Path | None = None) -> tuple[str, Path, str | None]:
-    """Locate an assay's CSV: returns ``(source label, folder or zip path, zip member or None)``."""
-    folder = resolve_data_dir(data_dir)
-    for sub in _ASSAY_FOLDERS:
-        csv = folder / sub / f"{dms_id}.csv"
-        if csv.exists():
-            return sub, csv, None
-        archive = folder / f"{sub}.zip"
-        if sub != "." and archive.exists():
-            with zipfile.ZipFile(archive) as zf:
-                member = next((m for m in zf.namelist() if Path(m).name == f"{dms_id}.csv"), None)
-            if member is not None:
-                return sub, archive, member
-    raise FileNotFoundError(_missing_data_message(f"assay file {dms_id}.csv", folder))
+    """Locate an assay's CSV in :func:`data_folders`: ``(source label, folder or zip path, zip member or None)``."""
+    folders = data_folders(data_dir)
+    for folder in folders:
+        for sub in _ASSAY_FOLDERS:
+            csv = folder / sub / f"{dms_id}.csv"
+            if csv.exists():
+                return sub, csv, None
+            archive = folder / f"{sub}.zip"
+            if sub != "." and archive.exists():
+                with zipfile.ZipFile(archive) as zf:
+                    member = next((m for m in zf.namelist() if Path(m).name == f"{dms_id}.csv"), None)
+                if member is not None:
+                    return sub, archive, member
+    raise FileNotFoundError(_missing_data_message(f"assay file {dms_id}.csv", folders[0]))
 
 
 def local_assay_ids(data_dir: str | Path | None = None) -> dict[str, str]:
@@ -207,22 +240,23 @@ def local_assay_ids(data_dir: str | Path | None = None) -> dict[str, str]:
     (no cache yet) gives an empty dict.
     """
     try:
-        folder = resolve_data_dir(data_dir)
+        folders = data_folders(data_dir)
     except FileNotFoundError:
         if data_dir is not None:
             raise
         return {}
     found: dict[str, str] = {}
-    for sub in reversed(_ASSAY_FOLDERS):  # later (preferred) sources overwrite earlier ones
-        names: list[str] = []
-        if (folder / sub).is_dir():
-            names += [p.name for p in (folder / sub).glob("*.csv")]
-        archive = folder / f"{sub}.zip"
-        if sub != "." and archive.is_file():
-            with zipfile.ZipFile(archive) as zf:
-                names += [Path(m).name for m in zf.namelist() if m.endswith(".csv")]
-        for name in names:
-            found[name[: -len(".csv")]] = sub
+    for folder in reversed(folders):  # earlier folders, and within a folder earlier sources, win
+        for sub in reversed(_ASSAY_FOLDERS):
+            names: list[str] = []
+            if (folder / sub).is_dir():
+                names += [p.name for p in (folder / sub).glob("*.csv")]
+            archive = folder / f"{sub}.zip"
+            if sub != "." and archive.is_file():
+                with zipfile.ZipFile(archive) as zf:
+                    names += [Path(m).name for m in zf.namelist() if m.endswith(".csv")]
+            for name in names:
+                found[name[: -len(".csv")]] = sub
     return found
 
 

@@ -33,7 +33,7 @@ from revdistill._download import (
     fetch_range, record_checksum, sha256_of,
 )
 from revdistill._files import file_lock
-from revdistill.proteingym.data import BASE_URL, _unknown_assay, load_reference, resolve_data_dir
+from revdistill.proteingym.data import BASE_URL, _unknown_assay, data_folders, load_reference, writable_data_folder
 
 logger = logging.getLogger(__name__)
 
@@ -287,7 +287,9 @@ def fetch_assay(
     dms_id : str
         A ``DMS_id`` of the reference file (checked first, offline: unknown ids list close matches).
     data_dir : str or Path, optional
-        Target folder; default :func:`~revdistill.proteingym.data.resolve_data_dir` (created if needed).
+        Data folder; default :func:`~revdistill.proteingym.data.resolve_data_dir`. Every folder of
+        :func:`~revdistill.proteingym.data.data_folders` is searched first; a fetch goes to the first
+        writable one (a shared read-only folder is skipped for the cache).
     include_multiples : bool, default=False
         Also get the ``DMS_ProteinGym_substitutions`` member (every variant, multiples included). By default
         only the ``cv_folds_singles_substitutions`` member (singles with the official folds); an assay
@@ -316,16 +318,17 @@ def fetch_assay(
     """
     if data_dir is not None:
         Path(data_dir).expanduser().mkdir(parents=True, exist_ok=True)
-    folder = resolve_data_dir(data_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    reference = load_reference(folder)
+    folders = data_folders(data_dir)
+    reference = load_reference(folders[0])
     if dms_id not in reference.index:
         raise _unknown_assay(dms_id, reference)
     options = {"timeout": timeout, "retries": retries}
     sources = [SINGLES, ALL_VARIANTS] if include_multiples else [SINGLES]
     fetched: dict[str, Path] = {}
     for source in sources:
-        path = _local_copy(folder, source, dms_id) or _fetch_from(source, dms_id, folder, base_url, progress, options)
+        path = next((found for found in (_local_copy(f, source, dms_id) for f in folders) if found), None)
+        if path is None:  # fetched into the first folder we may write (a shared read-only one is skipped)
+            path = _fetch_from(source, dms_id, writable_data_folder(data_dir), base_url, progress, options)
         if path is not None:
             fetched[source] = path
         elif ALL_VARIANTS not in sources:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import struct
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -208,3 +209,29 @@ def test_offline_and_unknown_assay(tmp_path, monkeypatch):
         remote.fetch_assay(KENNOUCHE, tmp_path, base_url=base, retries=1)
     with pytest.raises(pg.UnknownAssayError, match=f"did you mean {PIN1}"):
         remote.fetch_assay("PIN1_HUMAN_Tsuboyama_2023", tmp_path, base_url=base)
+
+
+def test_a_read_only_data_folder_is_read_and_fetches_go_to_the_cache(tmp_path, monkeypatch):
+    """A shared, read-only ProteinGym folder stays first; an assay missing from it is fetched into the
+    cache, and both are found afterwards."""
+    import shutil
+
+    from conftest import PROTEINGYM_DIR
+    from revdistill.proteingym import data as pg_data
+
+    shared = tmp_path / "shared"
+    (shared / "assays").mkdir(parents=True)
+    shutil.copy(PROTEINGYM_DIR / "assays" / "PIN1_HUMAN_Tsuboyama_2023_1I6C.csv", shared / "assays")
+    monkeypatch.setenv("REVDISTILL_CACHE", str(tmp_path / "cache"))
+    real = pg_data._can_write
+    monkeypatch.setattr(pg_data, "_can_write", lambda folder: folder != shared and real(folder))  # a read-only mount
+    assert pg_data.data_folders(shared) == [shared, tmp_path / "cache" / "proteingym"]
+    assert pg_data.writable_data_folder(shared) == tmp_path / "cache" / "proteingym"
+    assert pg_data.find_assay_csv("PIN1_HUMAN_Tsuboyama_2023_1I6C", shared)[1].parent == shared / "assays"
+    fetched = tmp_path / "cache" / "proteingym" / "cv_folds_singles_substitutions" / "OTHER_ASSAY.csv"
+    fetched.parent.mkdir(parents=True)
+    fetched.write_text("mutant,DMS_score\n")
+    assert pg_data.find_assay_csv("OTHER_ASSAY", shared)[1] == fetched
+    assert pg_data.local_assay_ids(shared) == {"PIN1_HUMAN_Tsuboyama_2023_1I6C": "assays",
+                                               "OTHER_ASSAY": "cv_folds_singles_substitutions"}
+    assert real(tmp_path / "new" / "folder") and not real(Path("/proc/1"))
