@@ -1,6 +1,7 @@
 """Shared fixtures."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +18,16 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def proteingym_dir() -> Path:
-    """The real ProteinGym files beside the repository (read-only; never copied into it)."""
+    """The real ProteinGym files beside the repository (read-only; never copied into it).
+
+    Under CI (``$CI`` set, as ``.ci/run`` does) their absence is a failure; in a clone without them
+    (a user's machine) the tests that read them are skipped, saying where the data was expected.
+    """
     if not (PROTEINGYM_DIR / "reference_files" / "DMS_substitutions.csv").exists():
-        pytest.fail(f"the shared ProteinGym data is missing: expected it in {PROTEINGYM_DIR}")
+        message = f"the shared ProteinGym test data is missing: expected it in {PROTEINGYM_DIR}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message + " (CI fails here)")
     return PROTEINGYM_DIR
 
 

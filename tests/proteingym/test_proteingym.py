@@ -180,7 +180,7 @@ def test_unknown_assay_suggests_close_matches(proteingym_dir, reference):
         pg.read_assay("PIN1_HUMAN_Tsuboyama_2023", data_dir=proteingym_dir, reference=reference)
 
 
-def test_offline_without_data_says_what_to_put_where(tmp_path, monkeypatch):
+def test_offline_without_data_says_what_to_put_where(tmp_path, monkeypatch, proteingym_dir):
     monkeypatch.delenv(pg.ENV_VAR, raising=False)
     monkeypatch.delenv("REVDISTILL_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
@@ -189,7 +189,7 @@ def test_offline_without_data_says_what_to_put_where(tmp_path, monkeypatch):
         pg.read_assay(PIN1)
     with pytest.raises(pg.UnknownAssayError, match="did you mean"):
         pg.read_assay("PIN1_HUMAN", data_dir=tmp_path)
-    shutil.copy(Path(__file__).resolve().parents[3] / "shared/data/proteingym/reference_files/DMS_substitutions.csv", tmp_path)
+    shutil.copy(proteingym_dir / "reference_files" / "DMS_substitutions.csv", tmp_path)
     with pytest.raises(FileNotFoundError, match=f"assay file {PIN1}.csv not found under"):
         pg.read_assay(PIN1, data_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match="is not a folder"):

@@ -211,17 +211,16 @@ def test_offline_and_unknown_assay(tmp_path, monkeypatch):
         remote.fetch_assay("PIN1_HUMAN_Tsuboyama_2023", tmp_path, base_url=base)
 
 
-def test_a_read_only_data_folder_is_read_and_fetches_go_to_the_cache(tmp_path, monkeypatch):
+def test_a_read_only_data_folder_is_read_and_fetches_go_to_the_cache(tmp_path, monkeypatch, proteingym_dir):
     """A shared, read-only ProteinGym folder stays first; an assay missing from it is fetched into the
     cache, and both are found afterwards."""
     import shutil
 
-    from conftest import PROTEINGYM_DIR
     from revdistill.proteingym import data as pg_data
 
     shared = tmp_path / "shared"
     (shared / "assays").mkdir(parents=True)
-    shutil.copy(PROTEINGYM_DIR / "assays" / "PIN1_HUMAN_Tsuboyama_2023_1I6C.csv", shared / "assays")
+    shutil.copy(proteingym_dir / "assays" / "PIN1_HUMAN_Tsuboyama_2023_1I6C.csv", shared / "assays")
     monkeypatch.setenv("REVDISTILL_CACHE", str(tmp_path / "cache"))
     real = pg_data._can_write
     monkeypatch.setattr(pg_data, "_can_write", lambda folder: folder != shared and real(folder))  # a read-only mount
