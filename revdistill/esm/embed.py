@@ -32,7 +32,6 @@ Examples
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 

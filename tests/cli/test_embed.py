@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from revdistill import DistillationLadder
 from revdistill.cli import main
