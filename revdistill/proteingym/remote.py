@@ -319,7 +319,7 @@ def fetch_assay(
     if data_dir is not None:
         Path(data_dir).expanduser().mkdir(parents=True, exist_ok=True)
     folders = data_folders(data_dir)
-    reference = load_reference(folders[0])
+    reference = load_reference(data_dir)  # the default folder may not exist yet (a fresh cache)
     if dms_id not in reference.index:
         raise _unknown_assay(dms_id, reference)
     options = {"timeout": timeout, "retries": retries}

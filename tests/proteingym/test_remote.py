@@ -234,3 +234,15 @@ def test_a_read_only_data_folder_is_read_and_fetches_go_to_the_cache(tmp_path, m
     assert pg_data.local_assay_ids(shared) == {"PIN1_HUMAN_Tsuboyama_2023_1I6C": "assays",
                                                "OTHER_ASSAY": "cv_folds_singles_substitutions"}
     assert real(tmp_path / "new" / "folder") and not real(Path("/proc/1"))
+
+
+def test_fetch_into_a_fresh_default_cache(served, tmp_path, monkeypatch):
+    """No data folder given, none configured, no cache folder yet (a new user's first fetch): the
+    assay goes to the cache's proteingym folder and reads back from there."""
+    monkeypatch.delenv("REVDISTILL_PROTEINGYM_DIR", raising=False)
+    monkeypatch.setenv("REVDISTILL_CACHE", str(tmp_path / "new-cache"))
+    fetched = remote.fetch_assay(KENNOUCHE, base_url=served.url)
+    target = tmp_path / "new-cache" / "proteingym" / remote.SINGLES / f"{KENNOUCHE}.csv"
+    assert fetched == {remote.SINGLES: target}
+    assert target.read_bytes() == served.files["kennouche"]
+    assert pg.read_assay(KENNOUCHE).n_variants == 922
