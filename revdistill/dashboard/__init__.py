@@ -8,8 +8,9 @@ views; no widgets) -> the panels (:mod:`.models_panel`, :mod:`.decomposition_pan
 hold UI only: the science lives in :mod:`revdistill.experiment` and :mod:`revdistill.views`.
 
 Helpers: :mod:`.widgets` builds figures and the error box, :mod:`.serving` makes Voila ship plotly's
-widget code once per page. Importing this package imports nothing heavy; ``ipywidgets`` and ``plotly`` load with
-the builders.
+widget code once per page, :mod:`.kernels` is the Voila server's kernel manager (a kernel taken from the
+pool is not culled before its page connects). Importing this package imports nothing heavy; ``ipywidgets``
+and ``plotly`` load with the builders.
 """
 from __future__ import annotations
 

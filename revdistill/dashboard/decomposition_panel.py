@@ -55,21 +55,8 @@ class DecompositionPanel:
     """
 
     def __init__(self, state: DashboardState) -> None:
-        import plotly.graph_objects as go  # noqa: PLC0415
-
         self.state = state
-        steps, r2, residual, fitted_corr, pooled_corr = self._values(state.analysis)
-        self.figure = figure_widget(
-            [(go.Bar(name="R² of the regression", x=steps, y=r2, marker_color="#4C78A8"), 1, 1),
-             (go.Bar(name="residual variance kept by PCA", x=steps, y=residual, marker_color="#F58518"), 1, 1),
-             (go.Bar(name="max |corr| block vs prefix (fitting residues)", x=steps, y=fitted_corr,
-                     marker_color="#54A24B"), 1, 2),
-             (go.Bar(name="max |corr| block vs prefix (pooled rows)", x=steps, y=pooled_corr,
-                     marker_color="#B279A2"), 1, 2)],
-            {"height": 340, "barmode": "group", "legend": {"orientation": "h", "y": -0.25}},
-            rows=1, cols=2, subplot_titles=("What each step explains", "Is each new block orthogonal?"),
-            configure=_configure_axes,
-        )
+        self.figure = self._make_figure(state.analysis)
         self.table = widgets.HTML(self._table_html(state.analysis))
         self.widget = widgets.VBox([
             section_title("2 · Decomposition",
@@ -80,6 +67,24 @@ class DecompositionPanel:
         ])
         self.widget.add_class("rd-panel")
         state.on_analysis(self.update)
+
+    @classmethod
+    def _make_figure(cls, analysis: Any) -> Any:
+        """The bars of ``analysis`` (empty for None), built with all their data."""
+        import plotly.graph_objects as go  # noqa: PLC0415
+
+        steps, r2, residual, fitted_corr, pooled_corr = cls._values(analysis)
+        return figure_widget(
+            [(go.Bar(name="R² of the regression", x=steps, y=r2, marker_color="#4C78A8"), 1, 1),
+             (go.Bar(name="residual variance kept by PCA", x=steps, y=residual, marker_color="#F58518"), 1, 1),
+             (go.Bar(name="max |corr| block vs prefix (fitting residues)", x=steps, y=fitted_corr,
+                     marker_color="#54A24B"), 1, 2),
+             (go.Bar(name="max |corr| block vs prefix (pooled rows)", x=steps, y=pooled_corr,
+                     marker_color="#B279A2"), 1, 2)],
+            {"height": 340, "barmode": "group", "legend": {"orientation": "h", "y": -0.25}},
+            rows=1, cols=2, subplot_titles=("What each step explains", "Is each new block orthogonal?"),
+            configure=_configure_axes,
+        )
 
     @staticmethod
     def _values(analysis: Any) -> tuple[list[str], list[float], list[float], list[float], list[float]]:
@@ -128,12 +133,15 @@ class DecompositionPanel:
         return "".join(lines)
 
     def update(self, analysis: Any) -> None:
-        """Redraw for a new analysis."""
-        steps, r2, residual, fitted, pooled = self._values(analysis)
-        with self.figure.batch_update():
-            for trace, values in zip(self.figure.data, (r2, residual, fitted, pooled)):
-                trace.x = steps
-                trace.y = values
+        """Show a new analysis: a new figure built with its data replaces the old one.
+
+        Not changed in place: the figures a page opens with can miss every later change on a loaded server
+        (anywidget gives a figure's code two seconds to load; tests/test_soak.py saw 7 of 12 visitors keep
+        empty bars), while a figure created with its data reaches the browser intact, as in the other panels.
+        """
+        old, self.figure = self.figure, self._make_figure(analysis)
+        self.widget.children = (*self.widget.children[:-1], self.figure)
+        old.close()
         self.table.value = self._table_html(analysis)
 
 

@@ -64,12 +64,12 @@ class ScalingPanel:
         self.analysis = analysis
         old = (self.size_figure, self.prefix_figure)
         options = self.state.options
-        self.size_figure = as_figure_widget(scaling_figure(analysis.summary, data_dir=options.proteingym_dir,
-                                                           title=f"Spearman vs model size · {analysis.task.name}"))
-        self.prefix_figure = as_figure_widget(prefix_figure(analysis.summary,
-                                                            title=f"Spearman vs prefix dimension · {analysis.task.name}"))
-        for figure in (self.size_figure, self.prefix_figure):
-            figure.layout.height, figure.layout.width = 460, 580
+        figures = (scaling_figure(analysis.summary, data_dir=options.proteingym_dir,
+                                  title=f"Spearman vs model size · {analysis.task.name}"),
+                   prefix_figure(analysis.summary, title=f"Spearman vs prefix dimension · {analysis.task.name}"))
+        # sized before they become widgets: a widget reaches the browser whole, a later change may not
+        self.size_figure, self.prefix_figure = (as_figure_widget(figure.update_layout(height=460, width=580))
+                                                for figure in figures)
         self.figures.children = (self.size_figure, self.prefix_figure)
         for figure in old:
             figure.close()

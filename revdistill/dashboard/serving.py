@@ -8,6 +8,23 @@ later update. Under Voila we therefore copy the bundle once into ``<notebook dir
 by Voila's ``/voila/files/`` route, allow-listed in ``notebooks/voila.json``) and give each figure a
 tiny loader module that imports that URL: the browser fetches and evaluates it once, every figure
 shares it. Outside Voila (JupyterLab, nbclient) figures keep plotly's own inline bundle.
+
+The two seconds can still run out on a busy page (the soak test, tests/test_soak.py, sees it for a few
+figures of a few of its twelve visitors). anywidget then drops every later message to that figure, so the
+served figures open their comm only once the figure is complete (the browser gets it whole in the first
+message), and the panels draw new results into new figures rather than changing those on the page.
+
+Three server settings in ``notebooks/voila.json`` belong here too. Voila renders a page from the outputs its
+executor collects while the kernel runs the notebook, and nbclient waits only ``iopub_timeout`` seconds (4 by
+default) for a cell's outputs after the kernel says the cell ran: on a loaded server the app's display came
+later, was dropped, and the visitor got a page without the app (tests/test_soak.py: 7 of 12 visitors, the
+log saying "Timeout waiting for IOPub output"); ``VoilaExecutor.iopub_timeout`` is 120 s.
+Voila's XSRF check is off (``Voila.tornado_settings.disable_check_xsrf``): Voila 0.5 never sets the ``_xsrf``
+cookie, so the shutdown request a page sends when its visitor leaves was refused (403, voila#1458) and every
+kernel waited for the idle culler (300 s); the server has no login, so the check guarded nothing else a page
+from another site could do without knowing a kernel's id. And the kernel manager is
+:class:`revdistill.dashboard.kernels.PoolAwareKernelManager`, which keeps a kernel taken from the pool until
+its visitor's page connects.
 """
 from __future__ import annotations
 
@@ -81,11 +98,37 @@ def prepare_static(notebook_dir: str | Path) -> Path:
 
 
 def served_figure_class() -> Any:
-    """A ``FigureWidget`` subclass whose widget code is imported from the served bundle."""
+    """A ``FigureWidget`` subclass whose widget code is imported from the served bundle and whose comm opens
+    with the whole figure (see :func:`_whole_figure_class`)."""
     name = bundle_name()
     if name not in _CLASS_CACHE:
-        import plotly.graph_objects as go  # noqa: PLC0415
-
-        loader = _LOADER % f"{STATIC_FOLDER}/{name}"
-        _CLASS_CACHE[name] = type("ServedFigureWidget", (go.FigureWidget,), {"_esm": loader})
+        _CLASS_CACHE[name] = _whole_figure_class(_LOADER % f"{STATIC_FOLDER}/{name}")
     return _CLASS_CACHE[name]
+
+
+def _whole_figure_class(loader: str) -> Any:
+    """plotly's ``FigureWidget`` with ``_esm=loader``, opening its comm only once the figure is complete.
+
+    plotly opens a FigureWidget's comm before it sets the figure, so the browser receives an empty model and
+    then the traces and layout as updates. anywidget drops every update of a model whose widget code took
+    more than two seconds to initialise (a busy page), and such a figure stayed empty (soak test: a UMAP or
+    scaling figure of 1 visitor in 12). Opened afterwards, the comm carries the figure in its first message.
+    """
+    import plotly.graph_objects as go  # noqa: PLC0415
+
+    class ServedFigureWidget(go.FigureWidget):
+        _esm = loader
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self._hold_comm = True
+            try:
+                super().__init__(*args, **kwargs)
+            finally:
+                self._hold_comm = False
+            self.open()
+
+        def open(self) -> None:
+            if not getattr(self, "_hold_comm", False):
+                super().open()
+
+    return ServedFigureWidget
