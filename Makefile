@@ -1,6 +1,7 @@
 # revdistill: two commands set everything up on a fresh machine.
 #   make test       create/refresh .venv and run the whole test suite
 #   make dashboard  create/refresh .venv and serve the Voila dashboard on http://127.0.0.1:8866
+#   make soak       the load test: twelve browser visitors over a minute (not part of make test)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,7 +13,7 @@ STAMP := $(VENV)/.revdistill-installed
 # torch 2.13.0 is the CPU wheel on machines without CUDA; keeps pip from pulling a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: test dashboard venv bench clean
+.PHONY: test soak dashboard venv bench clean
 
 venv: $(STAMP)
 
@@ -25,6 +26,10 @@ $(STAMP): pyproject.toml Makefile
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Twelve browser visitors over a minute against the served dashboard (~6 min; tests/test_soak.py).
+soak: $(STAMP)
+	$(PY) -m pytest -m soak tests/test_soak.py $(PYTEST_ARGS)
 
 dashboard: $(STAMP)
 	@echo "revdistill dashboard: http://127.0.0.1:$(PORT)/"

@@ -7,93 +7,46 @@ random-init checkpoint of the real 8M architecture) and sees its checkbox enable
 computes, moves the prefix slider, switches the UMAP subspace, computes a UMAP, reads the scaling curves,
 then picks PIN1 in the assay browser, which is fetched from the local server and computed (the page is
 used meanwhile), and its landscape has one cell per measured (position, amino acid). Four visitors then
-arrive at once. The second server shows the views with synthetic data at 5k, 20k, 100k and 500k points
-(tests/dashboard/render_bench.py) and times how they appear and redraw.
+arrive at once. The second server shows the views with synthetic data (tests/dashboard/render_bench.py; 5k
+and 500k points, or the sizes of ``$REVDISTILL_BROWSER_SIZES``) and times how they appear and redraw.
 Timings go to test-artifacts/timings.json, screenshots to test-artifacts/.
 """
 from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from synthetic_dms import PIN1, PIN1_ID, write_dms_csv, write_pin1_zip  # noqa: F401 - PIN1 re-exported
+from voila_server import CHROMIUM, CHROMIUM_FLAGS as FLAGS, require_chromium, start_voila, stop, wait_log
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run", "--disable-sync"]
 N_VARIANTS = 5000
 N_SINGLES = 19 * len(PIN1)  # the protocol keeps single substitutions: 741 of the 5,000 variants
 PANEL = {"models": 0, "decomposition": 1, "slicer": 2, "umap": 3, "scaling": 4, "landscape": 5}
-#: Sizes of the rendering measurements; UMAP is timed at the sizes in $REVDISTILL_BROWSER_UMAP_SIZES (default
-#: 5000: a 100,000-point UMAP takes about a minute, too long for every CI run; measured and reported instead).
-SIZES = (5_000, 20_000, 100_000, 500_000)
-UMAP_SIZES = tuple(int(n) for n in os.environ.get("REVDISTILL_BROWSER_UMAP_SIZES", "5000").split(",") if n)
+
+
+def _sizes(variable: str, default: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in os.environ.get(variable, default).split(",") if n)
+
+
+#: Sizes of the rendering measurements: by default the smallest (every point drawn) and the largest (a raster);
+#: ``REVDISTILL_BROWSER_SIZES=5000,20000,100000,500000`` measures every size the README quotes. UMAP is timed at
+#: ``$REVDISTILL_BROWSER_UMAP_SIZES`` (default none: a fresh kernel compiles UMAP for about a minute first, and
+#: the dashboard test above already draws a UMAP in the browser).
+SIZES = _sizes("REVDISTILL_BROWSER_SIZES", "5000,500000")
+UMAP_SIZES = _sizes("REVDISTILL_BROWSER_UMAP_SIZES", "")
 _TIMINGS: dict[str, object] = {}
 
-if not CHROMIUM.exists():  # pragma: no cover - depends on the machine
-    _MISSING = "/usr/bin/chromium is missing: apt-get install -y chromium (never `playwright install`)"
-    if os.environ.get("CI"):  # .ci/run installs it: a missing browser there is a failure, not a skip
-        pytest.fail(_MISSING, pytrace=False)
-    pytest.skip(_MISSING, allow_module_level=True)
+require_chromium()  # a skip here, a failure under CI
 playwright_sync = pytest.importorskip("playwright.sync_api")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_http(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
-
-
-def _wait_log(path: Path, text: str, timeout: float, count: int = 1) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if path.read_text(errors="replace").count(text) >= count:
-            return time.monotonic() - start
-        time.sleep(0.5)
-    raise TimeoutError(f"{text!r} not in the Voila log after {timeout} s:\n{path.read_text()[-3000:]}")
-
-
-def _start_voila(notebook: str, cwd: Path, env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    voila = Path(sys.executable).with_name("voila")
-    with open(log, "w") as handle:
-        process = subprocess.Popen([str(voila), notebook, f"--port={port}", "--no-browser", "--Voila.ip=127.0.0.1"],
-                                   cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    _wait_http(f"http://127.0.0.1:{port}/voila/static/voila.js", 60)
-    return process, f"http://127.0.0.1:{port}/"
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:  # pragma: no cover
-        process.kill()
 
 
 def record(section: str, values: dict[str, object]) -> None:
@@ -131,19 +84,19 @@ def server(tmp_path_factory, remote):
     env.update(REVDISTILL_CACHE=str(tmp / "cache"), REVDISTILL_WEIGHTS=str(tmp / "weights"),
                REVDISTILL_WEIGHTS_URL=remote["weights"].url, REVDISTILL_PROTEINGYM_URL=remote["proteingym"].url)
     started = time.monotonic()
-    process, url = _start_voila("dashboard.ipynb", REPO / "notebooks", env, log)
+    process, url = start_voila("dashboard.ipynb", REPO / "notebooks", env, log)
     try:
-        _wait_log(log, "UMAP warm-up took", 300)
+        wait_log(log, "UMAP warm-up took", 300)
         first_warm = time.monotonic() - started
         # Visitors meet a server that has been up a little while: every pooled kernel warm (a kernel
         # still compiling numba holds the GIL and delays its widget callbacks; measured separately).
         pool_size = json.loads((REPO / "notebooks" / "voila.json").read_text())["VoilaConfiguration"][
             "default_pool_size"]
-        _wait_log(log, "UMAP warm-up took", 300, count=pool_size)
+        wait_log(log, "UMAP warm-up took", 300, count=pool_size)
         yield {"url": url, "log": log, "tmp": tmp, "first_kernel_warm_s": first_warm,
                "pool_warm_s": time.monotonic() - started}
     finally:
-        _stop(process)
+        stop(process)
         text = log.read_text(errors="replace")
         assert "Address already in use" not in text, "a kernel failed to bind its ports"
 
@@ -163,11 +116,11 @@ def bench_server(tmp_path_factory):
     config["VoilaConfiguration"].update(preheat_kernel=False, show_tracebacks=True)
     (tmp / "voila.json").write_text(json.dumps(config))
     env = dict(os.environ, REVDISTILL_CACHE=str(tmp / "cache"))
-    process, url = _start_voila("bench.ipynb", tmp, env, tmp / "voila.log")
+    process, url = start_voila("bench.ipynb", tmp, env, tmp / "voila.log")
     try:
         yield {"url": url, "log": tmp / "voila.log"}
     finally:
-        _stop(process)
+        stop(process)
 
 
 @pytest.fixture(scope="module")
@@ -497,7 +450,7 @@ JS_QUIET = """async (quiet) => {
 
 
 def test_views_at_every_size(bench_server, browser):
-    """Each view at 5k, 20k, 100k and 500k points: page interactive, PCA view, slider redraw, landscape, UMAP."""
+    """Each view at every size of :data:`SIZES`: page interactive, PCA view, slider redraw, landscape, UMAP."""
     sizes: dict[str, object] = {}
     ARTIFACTS.mkdir(exist_ok=True)
     try:

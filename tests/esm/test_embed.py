@@ -147,22 +147,27 @@ def test_read_fasta_and_the_bundled_demo_set(tmp_path):
     assert dict(records)["sp|P0CG48|UBC_HUMAN"].startswith("MQIFVKTLTGKTITLEVEPSDTIENVKAKIQDKEGIPPDQQRLIFAG")
 
 
-def test_out_of_memory_halves_the_token_budget_and_retries(model_and_alphabet, caplog):
-    """A CUDA OOM cannot happen on this CPU box; raise torch's real OOM error for big batches instead."""
-    model, alphabet = model_and_alphabet
-    records = random_records(20, 40, 60, seed=5)
-    expected = embed(records, model, alphabet, per_residue=False, token_budget=4096)
-    engine = LadderEmbedder({"model": model}, alphabet, token_budget=4096, progress=False)
-    real_forward = engine._forward
-    seen = []
+def _run_out_of_memory_above(engine, limit: int) -> list[int]:
+    """Make ``engine``'s forward pass raise torch's real OOM error for batches of more than ``limit`` tokens
+    (a CUDA OOM cannot happen on this CPU box); returns the list the batch sizes tried are appended to."""
+    real_forward, seen = engine._forward, []
 
     def limited_forward(tokens):
         seen.append(tokens.numel())
-        if tokens.numel() > 700:
+        if tokens.numel() > limit:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real_forward(tokens)
 
     engine._forward = limited_forward
+    return seen
+
+
+def test_out_of_memory_halves_the_token_budget_and_retries(model_and_alphabet, caplog):
+    model, alphabet = model_and_alphabet
+    records = random_records(20, 40, 60, seed=5)
+    expected = embed(records, model, alphabet, per_residue=False, token_budget=4096)
+    engine = LadderEmbedder({"model": model}, alphabet, token_budget=4096, progress=False)
+    seen = _run_out_of_memory_above(engine, 700)
     with caplog.at_level(logging.WARNING, logger="revdistill.esm.embed"):
         result = engine.run(records, moments=True)
     assert "halving token_budget to 2048" in caplog.text and "to 512" in caplog.text
@@ -286,16 +291,7 @@ def test_packed_out_of_memory_halves_the_budget_of_real_tokens(model_and_alphabe
     records = random_records(20, 40, 60, seed=5)
     expected = embed(records, model, alphabet, per_residue=False)
     engine = LadderEmbedder({"model": model}, alphabet, token_budget=4096, progress=False, attention="packed")
-    real_forward = engine._forward
-    seen = []
-
-    def limited_forward(tokens):
-        seen.append(tokens.numel())
-        if tokens.numel() > 600:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real_forward(tokens)
-
-    engine._forward = limited_forward
+    seen = _run_out_of_memory_above(engine, 600)
     with caplog.at_level(logging.WARNING, logger="revdistill.esm.embed"):
         result = engine.run(records)
     assert engine.token_budget == 512 and "halving token_budget to 512" in caplog.text

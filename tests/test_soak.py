@@ -1,0 +1,532 @@
+"""Soak: twelve visitors use the served dashboard over a minute, then leave; nothing fails and no kernel leaks.
+
+The dashboard is served as ``make dashboard`` serves it (notebooks/voila.json: a preheated pool, IPC
+kernels, idle culling; every kernel embeds through the server's one embedding worker), except that kernels
+are culled after a short idle time, given on the command line. The tiny family's reference ladders are
+fitted before the server starts (the ``tiny_cache`` fixture), so Compute only embeds the demo set.
+
+Twelve visitors arrive ``ARRIVAL_GAP_S`` apart, each in a browser context of its own: load the page, wait
+until it is interactive, press Compute on the default demo set (tiny family), wait for "Ready.", check that
+no error is shown and that the figures show the result, and leave. Odd-numbered visitors navigate away,
+which sends Voila's kernel-shutdown request; even-numbered ones vanish without unloading the page (closing
+a Playwright context runs no ``beforeunload``: a browser that crashed, slept or lost its network), so only
+the idle culler can reclaim their kernels.
+
+Asserted: every visitor is served without an error and sees every computed figure; the server log holds no
+traceback (but the two harmless ones of :data:`BENIGN_TRACEBACKS`) and no port clash; after the last visitor
+leaves, the live kernels return to the pool size within the idle timeout plus the cull interval plus a
+margin, and stay there; the kernels of visitors who navigated away were shut down by their request, only the
+vanished ones culled; one embedding worker served everybody; no ladder was refitted.
+Reported (not asserted) in test-artifacts/soak.json, with the server's log in test-artifacts/soak-voila.log:
+per-visitor times to interactive and to "Ready.", the total time, the peak memory of the server's process
+tree (server, kernels, worker; sampled every 0.5 s), the peak number of live kernels, the kernel count
+after the last visitor left, the CPU time per role and how long each kernel took to run the notebook.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import statistics
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from voila_server import (CHROMIUM, CHROMIUM_FLAGS, ProcessTable, free_port, machine_cpu_seconds,
+                          require_chromium, start_voila, stop, wait_log)
+
+pytestmark = [pytest.mark.soak, pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(900)]
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts"
+#: Visitors and the seconds between arrivals (twelve over 55 s; ``REVDISTILL_SOAK_VISITORS`` and
+#: ``REVDISTILL_SOAK_GAP_S`` change them to find the load the machine serves).
+N_VISITORS = int(os.environ.get("REVDISTILL_SOAK_VISITORS", "12"))
+ARRIVAL_GAP_S = float(os.environ.get("REVDISTILL_SOAK_GAP_S", "5"))
+#: Idle seconds before the kernel of a visitor who vanished is culled (production: 300). A kernel taken from the
+#: pool is kept until its page connects (revdistill.dashboard.kernels), however long the page takes to load.
+CULL_IDLE_TIMEOUT_S = 20
+CULL_INTERVAL_S = 5
+#: Beyond idle timeout + cull interval: the shutdown itself and the pool's refill (Voila waits
+#: ``VoilaKernelManager.fill_delay`` s before starting a kernel to replace one a visitor took).
+MARGIN_S = 15
+#: The latest a visitor's kernel may still be active after the last visitor left (its UMAP warm-up finishing).
+ACTIVE_AFTER_LEAVING_S = 120
+SAMPLE_EVERY_S = 0.5
+#: Seconds the kernel count must stay at the pool size once it got there (one more culling round).
+SETTLE_S = CULL_INTERVAL_S
+INTERACTIVE_TIMEOUT_S = 240
+READY_TIMEOUT_S = 240
+MB = 1024 * 1024
+VANISHES = "vanishes"
+LOG_FORMAT = "%(asctime)s.%(msecs)03d [%(name)s] %(message)s"
+
+require_chromium()  # a skip here, a failure under CI
+playwright_async = pytest.importorskip("playwright.async_api")
+
+JS_READY_OR_ERROR = """() => { const s = document.querySelector('.rd-status');
+  const e = document.querySelector('.rd-error');
+  return (s && s.innerText.includes('Ready.')) || (e && getComputedStyle(e).display !== 'none'); }"""
+JS_ERROR_SHOWN = """() => { const e = document.querySelector('.rd-error');
+  return e && getComputedStyle(e).display !== 'none' ? e.innerText : ''; }"""
+#: (panel, plot, trace) of the figures Compute redraws: decomposition, the slicer's quality curve and PCA view,
+#: the UMAP panel's PCA view, the scaling curves (the landscape panel is for DMS assays, not the demo set).
+COMPUTED_FIGURES = ((1, 0, 0), (2, 0, 0), (2, 1, 0), (3, 0, 0), (4, 0, 0))
+JS_FIGURES = """(targets) => targets.map(([panel, plot, trace]) => {
+  const p = document.querySelectorAll('.rd-panel')[panel];
+  const gd = p && p.querySelectorAll('.js-plotly-plot')[plot];
+  if (gd && gd.__rdSeen === undefined) gd.__rdSeen = performance.now();  // when this plot was first looked at
+  if (!gd || !gd.data || !gd.data[trace]) return null;
+  const x = Array.from(gd.data[trace].x || []);
+  return {n: x.length, head: x.slice(0, 3).map(String)};
+})"""
+#: What a panel shows, for the failure message of a figure that ignored Compute.
+JS_PANEL = """(panel) => { const p = document.querySelectorAll('.rd-panel')[panel];
+  return p ? {plots: p.querySelectorAll('.js-plotly-plot').length, text: p.innerText.slice(-300), now: performance.now(),
+              each: Array.from(p.querySelectorAll('.js-plotly-plot')).map(gd => ({seen: gd.__rdSeen,
+                  data: gd.data === undefined ? 'undefined' : gd.data.length, full: gd._fullData ? gd._fullData.length : null,
+                  connected: gd.isConnected, size: [gd.clientWidth, gd.clientHeight]})),
+              errors: Array.from(p.querySelectorAll('.jupyter-widgets-error-widget, .widget-error'))
+                           .map(e => e.innerText.slice(0, 300))} : null; }"""
+FIGURE_UPDATE_TIMEOUT_S = 30
+
+
+# -- the server and what it uses ------------------------------------------------------------------------
+class Sampler:
+    """Samples the server's process tree every ``SAMPLE_EVERY_S`` s in a thread: live kernels, memory, CPU.
+
+    Parameters
+    ----------
+    server_pid : int
+        The Voila process.
+    worker_dir : Path
+        The embedding worker's runtime folder (the worker is started by a kernel in a session of its own
+        and outlives it, so it is found by its command line, not as a descendant).
+
+    Attributes
+    ----------
+    samples : list of dict
+        ``{"t", "kernels", "rss", "pss", "workers", "available"}`` per sample (seconds, count, bytes).
+    cpu : dict of str to dict of int to float
+        CPU seconds per role (server, kernels, worker, browser) and pid, the last value seen.
+    """
+
+    def __init__(self, server_pid: int, worker_dir: Path) -> None:
+        self.server_pid, self.worker_dir = server_pid, str(worker_dir)
+        self.samples: list[dict] = []
+        self.cpu: dict[str, dict[int, float]] = {role: {} for role in ("server", "kernels", "worker", "browser")}
+        self._cpu_start: dict[int, float] = {}
+        self.start = time.monotonic()
+        self._machine_start = machine_cpu_seconds()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="soak-sampler", daemon=True)
+
+    def __enter__(self) -> "Sampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        busy, total = machine_cpu_seconds()
+        self.machine_busy_s = busy - self._machine_start[0]
+        self.machine_capacity_s = total - self._machine_start[1]
+
+    def now(self) -> float:
+        return time.monotonic() - self.start
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(self.sample())
+            self._stop.wait(SAMPLE_EVERY_S)
+
+    def sample(self) -> dict:
+        table = ProcessTable()
+        workers = table.matching("revdistill.esm.worker", "serve", self.worker_dir)
+        tree = {info.pid: info for info in table.descendants(self.server_pid)}
+        for worker in workers:
+            tree.update((info.pid, info) for info in table.descendants(worker.pid))
+        browser = {info.pid: info for info in table.descendants(os.getpid()) if "chromium" in info.cmdline}
+        roles = {pid: "server" if pid == self.server_pid else "kernels" if "ipykernel" in info.cmdline else "worker"
+                 for pid, info in tree.items()}
+        roles.update((pid, "browser") for pid in browser)
+        for pid, role in roles.items():
+            info = table.processes[pid]
+            self._cpu_start.setdefault(pid, info.cpu if not self.samples else 0.0)  # counted from the first sample
+            self.cpu[role][pid] = info.cpu - self._cpu_start[pid]
+        pss = [table.pss(pid) for pid in tree]
+        return {"t": round(self.now(), 2), "kernels": len(table.kernels(self.server_pid)),
+                "rss": sum(info.rss for info in tree.values()), "pss": sum(value or 0 for value in pss),
+                "workers": len(workers), "available": _mem_available()}
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds used while sampling, per role, and by the whole machine (all its processes)."""
+        used = {role: round(sum(by_pid.values()), 1) for role, by_pid in self.cpu.items()}
+        used["machine_busy"] = round(self.machine_busy_s, 1)
+        used["machine_capacity"] = round(self.machine_capacity_s, 1)
+        return used
+
+    def kernels_now(self) -> int:
+        return len(ProcessTable().kernels(self.server_pid))
+
+
+def _mem_available() -> int:
+    with open("/proc/meminfo") as handle:
+        for line in handle:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return -1  # pragma: no cover
+
+
+@pytest.fixture(scope="module")
+def soak_server(tmp_path_factory, tiny_cache):
+    """Voila as ``make dashboard`` runs it (voila.json, the embedding worker), culling after a short idle time."""
+    from revdistill.esm.worker import WorkerEmbedder
+
+    tmp = tmp_path_factory.mktemp("soak")
+    cache = tmp / "cache"
+    shutil.copytree(tiny_cache, cache)  # the fitted ladders; visitors write their stores here, not in the session's
+    worker_dir = tmp / "worker"
+    log = tmp / "voila.log"
+    closed = f"http://127.0.0.1:{free_port()}"  # no network: downloads are reported offline at once
+    env = {key: value for key, value in os.environ.items() if key not in ("REVDISTILL_PROTEINGYM_DIR",)}
+    env.update(REVDISTILL_CACHE=str(cache), REVDISTILL_WEIGHTS=str(tmp / "weights"), REVDISTILL_EMBED_WORKER="1",
+               REVDISTILL_WORKER_DIR=str(worker_dir), REVDISTILL_WEIGHTS_URL=closed, REVDISTILL_PROTEINGYM_URL=closed)
+    options = [f"--MappingKernelManager.cull_idle_timeout={CULL_IDLE_TIMEOUT_S}",
+               f"--MappingKernelManager.cull_interval={CULL_INTERVAL_S}",
+               "--Voila.log_datefmt=%H:%M:%S", f"--Voila.log_format={LOG_FORMAT}"]  # times for _kernel_lives
+    ladders_before = sorted(path.name for path in (cache / "ladders").iterdir())
+    started = time.monotonic()
+    process, url = start_voila("dashboard.ipynb", REPO / "notebooks", env, log, extra_args=options)
+    try:
+        wait_log(log, f"Culling kernels with idle durations > {CULL_IDLE_TIMEOUT_S} seconds at {CULL_INTERVAL_S} "
+                      "second intervals", 30)  # the command line overrode voila.json
+        pool_size = json.loads((REPO / "notebooks" / "voila.json").read_text())["VoilaConfiguration"][
+            "default_pool_size"]
+        # Visitors meet a server whose pooled kernels have run the notebook (their UMAP warm-up, which every
+        # kernel a visitor gets runs in the background, may still be going: as for the pool's refills).
+        wait_log(log, "dashboard built in", 300, count=pool_size)
+        yield {"url": url, "log": log, "pid": process.pid, "pool_size": pool_size, "worker_dir": worker_dir,
+               "cache": cache, "ladders_before": ladders_before, "warm_s": time.monotonic() - started}
+    finally:
+        stop(process)
+        WorkerEmbedder(runtime_dir=worker_dir).shutdown()
+        ARTIFACTS.mkdir(exist_ok=True)
+        shutil.copyfile(log, ARTIFACTS / "soak-voila.log")
+
+
+# -- the visitors ----------------------------------------------------------------------------------------
+async def _visit(browser, url: str, index: int, start: float, abrupt: bool) -> dict:
+    """One visitor: arrive, load, Compute, wait for "Ready.", leave. Returns what happened and when."""
+    await asyncio.sleep(index * ARRIVAL_GAP_S - (time.monotonic() - start))
+    arrived = time.monotonic()
+    result: dict = {"visitor": index + 1, "arrived_s": round(arrived - start, 2),
+                    "leaves": VANISHES if abrupt else "navigates away", "page_errors": []}
+    context = await browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = await context.new_page()
+    page.on("pageerror", lambda error: result["page_errors"].append(str(error)[:300]))
+    page.on("console", lambda message: message.type == "error" and "net::ERR_" not in message.text
+            and result["page_errors"].append(f"console: {message.text[:300]}"))
+    page.on("requestfailed", lambda request: result.setdefault("requests_failed", []).append(
+        f"{request.url[:120]} ({request.failure})"))
+    try:
+        await page.goto(url, wait_until="commit", timeout=INTERACTIVE_TIMEOUT_S * 1000)
+        await page.wait_for_selector(".rd-compute:not([disabled])", timeout=INTERACTIVE_TIMEOUT_S * 1000)
+        await page.wait_for_function("document.querySelectorAll('.rd-panel .js-plotly-plot').length >= 4",
+                                     timeout=INTERACTIVE_TIMEOUT_S * 1000)
+        result["interactive_s"] = round(time.monotonic() - arrived, 2)
+        before = await page.evaluate(JS_FIGURES, COMPUTED_FIGURES)
+        result["pressed_ms"] = round(await page.evaluate("performance.now()"))
+        pressed = time.monotonic()
+        await page.click(".rd-compute")
+        await page.wait_for_function(JS_READY_OR_ERROR, timeout=READY_TIMEOUT_S * 1000)
+        result["ready_s"] = round(time.monotonic() - pressed, 2)
+        result["status"] = await page.inner_text(".rd-status")
+        result["error"] = await page.evaluate(JS_ERROR_SHOWN)
+        result["stale_figures"] = await _stale_figures(page, before)
+    except Exception as error:  # noqa: BLE001 - reported with every other visitor's outcome
+        result["failure"] = f"{type(error).__name__}: {str(error)[:500]}"
+        try:
+            result["error"] = await page.evaluate(JS_ERROR_SHOWN)
+            result["status"] = await page.inner_text(".rd-status", timeout=1000)
+        except Exception:  # noqa: BLE001 - the page may not have come up at all
+            pass
+    finally:
+        if not abrupt:  # the page unloads: Voila's shutdown request goes out
+            await page.goto("about:blank")
+        await context.close()  # no beforeunload: a vanished visitor
+        result["left_s"] = round(time.monotonic() - start, 2)
+    return result
+
+
+async def _stale_figures(page, before: list) -> list[dict]:
+    """The computed figures (``(panel, plot, trace)``, data before and now, what their panel shows) that still
+    show their data from before Compute, or nothing, ``FIGURE_UPDATE_TIMEOUT_S`` s after "Ready."."""
+    deadline = time.monotonic() + FIGURE_UPDATE_TIMEOUT_S
+    while True:
+        now = await page.evaluate(JS_FIGURES, COMPUTED_FIGURES)
+        stale = [list(target) for target, old, new in zip(COMPUTED_FIGURES, before, now)
+                 if new is None or new == old or new["n"] == 0]
+        if not stale or time.monotonic() > deadline:
+            return [{"figure": target, "before": old, "now": new, "panel": await page.evaluate(JS_PANEL, target[0])}
+                    for target, old, new in zip(COMPUTED_FIGURES, before, now) if list(target) in stale]
+        await asyncio.sleep(0.25)
+
+
+async def _visitors(url: str) -> list[dict]:
+    async with playwright_async.async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS,
+                                                   headless=True)
+        try:
+            start = time.monotonic()
+            return list(await asyncio.gather(*(_visit(browser, url, index, start, abrupt=index % 2 == 1)
+                                               for index in range(N_VISITORS))))
+        finally:
+            await browser.close()
+
+
+def _wait_for_pool(sampler: Sampler, server: dict) -> dict:
+    """Watch the live kernels after the last visitor left until they have stayed at the pool size for ``SETTLE_S``
+    s, or the time allowed passed.
+
+    A vanished visitor's kernel is culled once idle for the timeout, counted from its last activity, which can
+    come after the visitor left (its background UMAP warm-up ending updates the page), so the time allowed is
+    the latest last activity (``/api/kernels/<id>``) of a visitor's kernel, at most ``ACTIVE_AFTER_LEAVING_S``,
+    plus timeout, interval and margin.
+
+    Returns
+    -------
+    dict
+        ``back_after_s`` (seconds until the count got back for good, None if it did not), ``allowed_s``,
+        ``last_activity_after_s`` (the latest activity of a visitor's kernel, seconds after the last left) and
+        ``series`` (``(seconds, kernels)`` at every change).
+    """
+    start, series, back_since = sampler.now(), [], None
+    allowance = CULL_IDLE_TIMEOUT_S + CULL_INTERVAL_S + MARGIN_S
+    last_activity = 0.0
+    while True:
+        elapsed = sampler.now() - start
+        count = sampler.kernels_now()
+        if not series or series[-1][1] != count:
+            series.append((round(elapsed, 1), count))
+        lives = _kernel_lives(server["log"].read_text(errors="replace"))
+        for kernel_id in [kernel for kernel, life in lives.items() if "handed" in life and "shutdown" not in life]:
+            idle = _idle_seconds(server["url"], kernel_id)
+            if idle is not None:
+                last_activity = max(last_activity, elapsed - idle)
+        allowed = min(last_activity, ACTIVE_AFTER_LEAVING_S) + allowance
+        back_since = (back_since if back_since is not None else elapsed) if count == server["pool_size"] else None
+        done = back_since is not None and elapsed - back_since >= SETTLE_S
+        if done or elapsed > allowed + SETTLE_S:
+            return {"back_after_s": round(back_since, 1) if done else None, "allowed_s": round(allowed, 1),
+                    "last_activity_after_s": round(last_activity, 1), "series": series}
+        time.sleep(SAMPLE_EVERY_S)
+
+
+def _idle_seconds(url: str, kernel_id: str) -> float | None:
+    """Seconds since the kernel's last activity, from Voila's ``/api/kernels/<id>``; None once it is gone."""
+    from datetime import datetime, timezone
+
+    try:
+        with urllib.request.urlopen(f"{url}api/kernels/{kernel_id}", timeout=5) as response:
+            model = json.loads(response.read())
+    except (OSError, ValueError):  # 404 once shut down
+        return None
+    return (datetime.now(timezone.utc) - datetime.fromisoformat(model["last_activity"])).total_seconds()
+
+
+# -- the test --------------------------------------------------------------------------------------------
+def test_twelve_visitors_then_no_kernel_left(soak_server):
+    """Twelve visitors over a minute are all served, and afterwards only the pool's kernels are left."""
+    from revdistill.esm.worker import WorkerEmbedder
+
+    pool_size, log = soak_server["pool_size"], soak_server["log"]
+    report: dict = {"visitors": N_VISITORS, "arrival_gap_s": ARRIVAL_GAP_S, "pool_size": pool_size,
+                    "cull_idle_timeout_s": CULL_IDLE_TIMEOUT_S, "cull_interval_s": CULL_INTERVAL_S,
+                    "server_start_to_pool_ready_s": round(soak_server["warm_s"], 1), "cpus": os.cpu_count(),
+                    "load_average_before": os.getloadavg()}
+    with Sampler(soak_server["pid"], soak_server["worker_dir"]) as sampler:
+        started = time.monotonic()
+        visitors = asyncio.run(_visitors(soak_server["url"]))
+        report["visitors_wall_s"] = round(time.monotonic() - started, 1)
+        left_at = sampler.now()
+        after = _wait_for_pool(sampler, soak_server)
+    samples = sampler.samples
+    status = WorkerEmbedder(runtime_dir=soak_server["worker_dir"]).status()
+    text = log.read_text(errors="replace")
+    tracebacks = _tracebacks(text)
+    abrupt = sum(visitor["leaves"] == VANISHES for visitor in visitors)
+    report.update(
+        kernels_back_to_pool_after_s=after["back_after_s"], kernels_allowed_s=after["allowed_s"],
+        last_kernel_activity_after_last_left_s=after["last_activity_after_s"],
+        kernel_count_after_last_left=after["series"],
+        peak_kernels=max(sample["kernels"] for sample in samples),
+        peak_rss_mb=round(max(sample["rss"] for sample in samples) / MB),
+        peak_pss_mb=round(max(sample["pss"] for sample in samples) / MB),
+        first_pss_mb=round(samples[0]["pss"] / MB),
+        min_available_mb=round(min(sample["available"] for sample in samples) / MB),
+        peak_workers=max(sample["workers"] for sample in samples), worker_loads=status["loads"],
+        worker_jobs=status["jobs_done"], worker_peak_busy=status["peak_busy"],
+        kernels_culled=sum("Culling '" in line and "due to" in line for line in text.splitlines()),
+        shutdown_requests_refused=len(re.findall(r"403 POST /voila/api/shutdown/\S+ \(.*?\) [0-9.]+ms", text)),
+        tracebacks={kind: len(blocks) for kind, blocks in tracebacks.items()},
+        kernel_build_s=[float(match) for match in re.findall(r"dashboard built in ([0-9.]+) s", text)],
+        page_connect_s=_connect_delays(_kernel_lives(text)),
+        cpu_seconds=sampler.cpu_seconds(),
+        kernels_timeline=_changes([(sample["t"], sample["kernels"]) for sample in samples if sample["t"] <= left_at]),
+        per_visitor=visitors,
+    )
+    for key, name in (("interactive_s", "interactive"), ("ready_s", "ready")):
+        values = [visitor[key] for visitor in visitors if key in visitor]
+        if values:
+            report[f"{name}_s"] = {"min": min(values), "median": round(statistics.median(values), 2),
+                                   "max": max(values)}
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "soak.json").write_text(json.dumps(report, indent=2) + "\n")
+    _print_table(report)
+
+    failed = [visitor for visitor in visitors if visitor.get("failure") or visitor.get("error")
+              or "Ready." not in visitor.get("status", "") or visitor.get("stale_figures")]
+    assert not failed, "visitors not served cleanly (error, no Ready., or figures that ignored Compute):\n" + \
+        "\n".join(json.dumps(visitor) for visitor in failed)
+    unexpected = {kind: blocks for kind, blocks in tracebacks.items() if kind not in BENIGN_TRACEBACKS}
+    assert not unexpected, "tracebacks in the Voila log:\n" + "\n\n".join(
+        blocks[0] for blocks in unexpected.values())
+    assert "Address already in use" not in text, f"a kernel failed to bind:\n{_around(text, 'Address already in use')}"
+    assert after["back_after_s"] is not None, (
+        f"live kernels did not return to the pool size {pool_size} and stay there {SETTLE_S} s within "
+        f"{after['allowed_s']} s of the last visitor leaving (the last activity of a visitor's kernel, "
+        f"{after['last_activity_after_s']} s, + idle timeout {CULL_IDLE_TIMEOUT_S} + cull interval "
+        f"{CULL_INTERVAL_S} + margin {MARGIN_S}): (seconds, kernels) = {after['series']}")
+    assert report["shutdown_requests_refused"] == 0 and report["kernels_culled"] == abrupt, (
+        f"the kernels of visitors who navigated away must be shut down by Voila's shutdown request and only the "
+        f"{abrupt} vanished visitors' kernels culled; {report['shutdown_requests_refused']} requests were refused "
+        f"and {report['kernels_culled']} kernels culled (see notebooks/voila.json's Voila.tornado_settings)")
+    lost = report["page_connect_s"]["culled_before_connecting"]
+    assert not lost, f"kernels culled after they were handed to a visitor, before the page connected: {lost}"
+    assert report["peak_workers"] == 1, f"{report['peak_workers']} embedding workers ran at once (one serves all)"
+    new_ladders = sorted(set(path.name for path in (soak_server["cache"] / "ladders").iterdir())
+                         - set(soak_server["ladders_before"]))
+    assert not new_ladders, f"Compute fitted ladders the tiny_cache fixture should have provided: {new_ladders}"
+
+
+#: Tracebacks that Voila's own machinery logs under load, harmless and not ours to fix; any other fails the test.
+BENIGN_TRACEBACKS = {
+    # jupyter_server writes kernel messages to a visitor's websocket without awaiting the write: when the page has
+    # just closed, asyncio logs the write's error as "Task exception was never retrieved".
+    "tornado.websocket.WebSocketClosedError (a write to a gone page's websocket)":
+        ("tornado.websocket.WebSocketClosedError", "Task exception was never retrieved"),
+    # jupyter_server's culler looks at a kernel that is still starting (no last_activity yet), logs this and
+    # checks it again at the next interval.
+    "TraitError on last_activity (the culler met a kernel still starting)":
+        ("traitlets.traitlets.TraitError: The 'last_activity' trait", "while checking the idle duration of kernel"),
+}
+_CHAINED = ("During handling of the above exception", "The above exception was the direct cause")
+
+
+def _tracebacks(text: str) -> dict[str, list[str]]:
+    """The log's tracebacks grouped by kind: a key of :data:`BENIGN_TRACEBACKS`, else the exception line.
+
+    A chained traceback counts once, by its last exception."""
+    found: dict[str, list[str]] = {}
+    lines = text.splitlines()
+    index, first = 0, None
+    while index < len(lines):
+        if not lines[index].lstrip().startswith("Traceback (most recent call last)"):
+            index += 1
+            continue
+        first = index if first is None else first
+        end = index + 1
+        while end < len(lines) and (lines[end].startswith((" ", "\t")) or not lines[end].strip()):
+            end += 1
+        exception = lines[end] if end < len(lines) else "?"
+        following = next((line for line in lines[end + 1:end + 4] if line.strip()), "")
+        index = end + 1
+        if following.startswith(_CHAINED):
+            continue
+        context = "\n".join(lines[max(0, first - 3):end + 1])
+        kind = next((name for name, (final, near) in BENIGN_TRACEBACKS.items()
+                     if exception.startswith(final) and near in context), exception)
+        found.setdefault(kind, []).append(context)
+        first = None
+    return found
+
+
+_VOILA_LINE = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d{3}) \[Voila\] (?:WARNING \| )?(.*)$")
+_KERNEL_EVENTS = {"started": re.compile(r"^Kernel started: (\S+)"),
+                  "handed": re.compile(r"^Using pre-heated kernel: (\S+) for"),
+                  "connected": re.compile(r"^Connecting to kernel (\S+)\."),
+                  "culled": re.compile(r"^Culling '.*' kernel '.*' \((\S+)\) with"),
+                  "shutdown": re.compile(r"^Kernel shutdown: (\S+)")}
+
+
+def _kernel_lives(text: str) -> dict[str, dict[str, float]]:
+    """Per kernel id, the log's seconds (of the day) of each event: started, handed (to a visitor),
+    connected (its page's websocket), culled, shutdown; the first of each."""
+    lives: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        match = _VOILA_LINE.match(line)
+        if match is None:
+            continue
+        hours, minutes, seconds, millis, message = match.groups()
+        when = int(hours) * 3600 + int(minutes) * 60 + int(seconds) + int(millis) / 1000
+        for event, pattern in _KERNEL_EVENTS.items():
+            found = pattern.match(message)
+            if found is not None:
+                lives.setdefault(found.group(1), {}).setdefault(event, when)
+    return lives
+
+
+def _connect_delays(lives: dict[str, dict[str, float]]) -> dict[str, object]:
+    """Seconds from a kernel being handed to a visitor to its page connecting (it includes running the
+    notebook when the visitor had to wait for a kernel), and the kernels culled before their page connected."""
+    delays = sorted(round(life["connected"] - life["handed"], 1) for life in lives.values()
+                    if "handed" in life and "connected" in life)
+    lost = sorted(kernel for kernel, life in lives.items() if "handed" in life and "culled" in life
+                  and ("connected" not in life or life["connected"] > life["culled"]))
+    return {"handed_to_connected_s": delays, "culled_before_connecting": lost}
+
+
+def _changes(series: list[tuple[float, int]]) -> list[tuple[float, int]]:
+    """Only the points where the value changes (and the first)."""
+    return [point for i, point in enumerate(series) if i == 0 or point[1] != series[i - 1][1]]
+
+
+def _around(text: str, marker: str, width: int = 1500) -> str:
+    at = text.index(marker)
+    return text[max(0, at - width): at + width]
+
+
+def _print_table(report: dict) -> None:
+    print(f"\nsoak: {report['visitors']} visitors, one every {report['arrival_gap_s']:.0f} s, pool "
+          f"{report['pool_size']}, {report['cpus']} CPUs; all left after {report['visitors_wall_s']} s")
+    print(f"{'visitor':>7} {'arrived':>8} {'interactive':>11} {'ready':>7}  leaves            outcome")
+    for visitor in report["per_visitor"]:
+        outcome = visitor.get("failure") or visitor.get("error") or visitor.get("status", "")
+        if visitor.get("stale_figures"):
+            outcome = f"figures not updated {[item['figure'] for item in visitor['stale_figures']]}; {outcome}"
+        if visitor.get("page_errors"):
+            outcome = f"{len(visitor['page_errors'])} page errors; {outcome}"
+        print(f"{visitor['visitor']:>7} {visitor['arrived_s']:>7.1f}s {visitor.get('interactive_s', '-'):>10}s "
+              f"{visitor.get('ready_s', '-'):>6}s  {visitor['leaves']:<17} {outcome[:70]}")
+    for name in ("interactive_s", "ready_s"):
+        if name in report:
+            print(f"{name}: {report[name]}")
+    print(f"peak kernels {report['peak_kernels']}; peak memory of server + kernels + worker: RSS "
+          f"{report['peak_rss_mb']} MB, PSS {report['peak_pss_mb']} MB (first sample {report['first_pss_mb']} MB); "
+          f"machine's least available {report['min_available_mb']} MB")
+    print(f"kernels back to the pool size after the last visitor left: {report['kernels_back_to_pool_after_s']} s "
+          f"(allowed {report['kernels_allowed_s']} s; a visitor's kernel was last active "
+          f"{report['last_kernel_activity_after_last_left_s']} s after the last left); "
+          f"(seconds, kernels): {report['kernel_count_after_last_left']}; culled {report['kernels_culled']}, "
+          f"shutdown requests refused {report['shutdown_requests_refused']}; tracebacks {report['tracebacks']}")
+    print(f"notebook run per kernel (s): {report['kernel_build_s']}")
+    print(f"kernel handed to a visitor -> page connected (s): {report['page_connect_s']}")
+    print(f"CPU seconds while visitors came and went: {report['cpu_seconds']}")
+    print(f"worker: loads {report['worker_loads']}, jobs {report['worker_jobs']}, "
+          f"peak concurrent {report['worker_peak_busy']}")
