@@ -54,7 +54,7 @@ CULL_IDLE_TIMEOUT_S = 20
 CULL_INTERVAL_S = 5
 #: Beyond idle timeout + cull interval: the shutdown itself and the pool's refill (Voila waits
 #: ``VoilaKernelManager.fill_delay`` s before starting a kernel to replace one a visitor took).
-MARGIN_S = 15
+MARGIN_S = 25
 #: The latest a visitor's kernel may still be active after the last visitor left (its UMAP warm-up finishing).
 ACTIVE_AFTER_LEAVING_S = 120
 SAMPLE_EVERY_S = 0.5
