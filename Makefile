@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml Makefile
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Twelve browser visitors over a minute against the served dashboard (~6 min; tests/test_soak.py).
+# Twelve browser visitors over a minute against the served dashboard (~4-5 min; tests/test_soak.py).
 soak: $(STAMP)
 	$(PY) -m pytest -m soak tests/test_soak.py $(PYTEST_ARGS)
 
