@@ -61,7 +61,7 @@ SAMPLE_EVERY_S = 0.5
 #: Seconds the kernel count must stay at the pool size once it got there (one more culling round).
 SETTLE_S = CULL_INTERVAL_S
 #: A page may take this long to become interactive (a guard against a page that never does, not a goal: on a
-#: 2-core machine the last visitors wait ~1.5-2.5 min for a kernel of their own and for the browser's share of the
+#: 2-core machine the last visitors wait ~1.5-3 min for a kernel of their own and for the browser's share of the
 #: CPU; one run of three saw a page still loading at 240 s). The times are reported in soak.json.
 INTERACTIVE_TIMEOUT_S = 420
 READY_TIMEOUT_S = 240
