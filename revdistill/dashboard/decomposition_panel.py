@@ -8,7 +8,7 @@ import ipywidgets as widgets
 import numpy as np
 
 from .state import DashboardState
-from .widgets import figure_widget, section_title
+from .widgets import figure_widget, replace_widgets, section_title
 
 __all__ = ["DecompositionPanel", "build_decomposition_panel", "block_correlations"]
 
@@ -135,13 +135,10 @@ class DecompositionPanel:
     def update(self, analysis: Any) -> None:
         """Show a new analysis: a new figure built with its data replaces the old one.
 
-        Not changed in place: the figures a page opens with can miss every later change on a loaded server
-        (anywidget gives a figure's code two seconds to load; tests/test_soak.py saw 7 of 12 visitors keep
-        empty bars), while a figure created with its data reaches the browser intact, as in the other panels.
+        Not changed in place, as in the other panels (:func:`~.widgets.replace_widgets`).
         """
         old, self.figure = self.figure, self._make_figure(analysis)
-        self.widget.children = (*self.widget.children[:-1], self.figure)
-        old.close()
+        replace_widgets(self.widget, (*self.widget.children[:-1], self.figure), [old])
         self.table.value = self._table_html(analysis)
 
 

@@ -16,7 +16,7 @@ import ipywidgets as widgets
 from revdistill.views.style import SCHEME_LABELS
 
 from .state import DashboardState
-from .widgets import as_figure_widget, hint, section_title, subsample_note
+from .widgets import as_figure_widget, hint, replace_widgets, section_title, subsample_note
 
 __all__ = ["LandscapePanel", "build_landscape_panel", "prediction_options", "default_keys"]
 
@@ -171,9 +171,7 @@ class LandscapePanel:
 
     def _replace_figure(self, figure: Any) -> None:
         old, self.figure = self.figure, figure
-        self.holder.children = () if figure is None else (figure,)
-        if old is not None:
-            old.close()
+        replace_widgets(self.holder, () if figure is None else (figure,), [old])
 
 
 def build_landscape_panel(state: DashboardState) -> LandscapePanel:

@@ -12,7 +12,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from .state import DashboardState
-from .widgets import as_figure_widget, download_link, hint, section_title
+from .widgets import as_figure_widget, download_link, hint, replace_widgets, section_title
 
 __all__ = ["ScalingPanel", "build_scaling_panel"]
 
@@ -70,9 +70,7 @@ class ScalingPanel:
         # sized before they become widgets: a widget reaches the browser whole, a later change may not
         self.size_figure, self.prefix_figure = (as_figure_widget(figure.update_layout(height=460, width=580))
                                                 for figure in figures)
-        self.figures.children = (self.size_figure, self.prefix_figure)
-        for figure in old:
-            figure.close()
+        replace_widgets(self.figures, (self.size_figure, self.prefix_figure), old)
         table = analysis.result.table
         self.status.value = (f"<span class='rd-hint'>{len(table)} probes on {html.escape(analysis.task.name)} "
                              f"(target: {html.escape(analysis.task.target)}).</span>")

@@ -24,7 +24,7 @@ from revdistill.views.style import COLOURS
 
 from .points import PointsFigure
 from .state import DashboardState
-from .widgets import figure_widget, section_title, subsample_note
+from .widgets import figure_widget, replace_widgets, section_title, subsample_note
 
 __all__ = ["SlicerPanel", "build_slicer_panel", "snap_to_boundary", "probe_curve"]
 
@@ -203,9 +203,7 @@ class SlicerPanel:
         self.figure = self._make_figure(analysis)
         self.view = self._make_view(analysis)
         figures = widgets.HBox([self.figure, self.view_figure])
-        self.widget.children = (self.widget.children[0], self.slider, self.readout, figures)
-        for widget in old:
-            widget.close()
+        replace_widgets(self.widget, (self.widget.children[0], self.slider, self.readout, figures), old)
         self.readout.value = self._readout(full)
 
     def on_slide(self, change: dict[str, Any]) -> None:

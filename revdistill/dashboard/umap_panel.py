@@ -12,7 +12,7 @@ from revdistill.views import projection as project
 from .data import color_options
 from .points import PointsFigure
 from .state import DashboardState
-from .widgets import hint, section_title, subsample_note
+from .widgets import hint, replace_widgets, section_title, subsample_note
 
 __all__ = ["UmapPanel", "build_umap_panel", "subspace_options", "color_values"]
 
@@ -152,8 +152,7 @@ class UmapPanel:
             width=WIDTH, height=HEIGHT, colorbar=colorbar, categorical=colorbar["tickvals"] is not None)
         self._base_note = self.view.note
         self._show_notes(values.shape[0], cached is not None)
-        self.widget.children = (*self.widget.children[:-1], self.view.figure)
-        old.close()
+        replace_widgets(self.widget, (*self.widget.children[:-1], self.view.figure), [old])
         self._status(values, time.perf_counter() - start, cached is not None)
 
     def on_subspace(self, change: dict[str, Any]) -> None:

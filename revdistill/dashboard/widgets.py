@@ -70,6 +70,18 @@ def as_figure_widget(figure: Any) -> Any:
     return _figure_class()(figure)
 
 
+def replace_widgets(box: Any, children: Any, old: Any) -> None:
+    """Show ``children`` in ``box`` and close the widgets ``old`` they replace (None entries skipped).
+
+    Panels draw new results into new figures instead of changing the ones on the page: a widget created with its
+    data reaches the browser whole, while a change can be lost on a busy page (see :mod:`.serving`).
+    """
+    box.children = tuple(children)
+    for widget in old:
+        if widget is not None:
+            widget.close()
+
+
 def _figure_class() -> Any:
     """plotly's FigureWidget, or under Voila the subclass that imports the once-served bundle."""
     import plotly.graph_objects as go  # noqa: PLC0415
