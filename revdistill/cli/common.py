@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from revdistill._files import write_atomically
+from revdistill.io.files import write_atomically
 from revdistill.errors import describe_error
 
 __all__ = ["split_list", "check_output", "write_atomically", "check_device", "describe_error", "OUTPUT_KINDS"]

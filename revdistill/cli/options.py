@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Sequence
 
-from revdistill._files import write_atomically
+from revdistill.io.files import write_atomically
 
 __all__ = ["add_ladder_arguments", "add_embedding_arguments", "embed_options", "reference_ladders", "corpus_of",
            "write_csv"]
@@ -94,7 +94,7 @@ def reference_ladders(args: argparse.Namespace, models: tuple[str, ...], embedde
 
 
 def write_csv(table: Any, path: Path) -> Path:
-    """Write a results table all at once or not at all (:func:`revdistill._files.write_atomically`)."""
+    """Write a results table all at once or not at all (:func:`revdistill.io.files.write_atomically`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_atomically(path, lambda temporary: table.to_csv(temporary, index=False))

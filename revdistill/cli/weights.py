@@ -99,7 +99,7 @@ class ProgressPrinter:
 
 def run_download(args: argparse.Namespace) -> int:
     """Download the models named; return 0, or raise a one-line error for ``main`` to print."""
-    from revdistill._download import DownloadError
+    from revdistill.io.download import DownloadError
     from revdistill.esm.weights import check_online, download_weights, parse_aliases, weights_base_url
 
     aliases = parse_aliases(args.models)

@@ -138,7 +138,7 @@ def compute_analysis(task: Task, choices: Choices, protocol: Protocol, *, embedd
     embedder : LocalEmbedder or WorkerEmbedder
         Kept by the session, so models load once per kernel (or once per server with a worker).
     cache : path, optional
-        Cache root (default :func:`revdistill.paths.cache_root`): stores, ladders, corpora.
+        Cache root (default :func:`revdistill.io.paths.cache_root`): stores, ladders, corpora.
     progress : callable, optional
         ``progress(fraction, message)``, called from the worker thread.
     cpu_threads : int, optional

@@ -33,7 +33,7 @@ class DashboardOptions:
     ----------
     cache_dir : Path or None
         Cache root (embedding stores, reference ladders, corpora, UMAP coordinates); default
-        :func:`revdistill.paths.cache_root` (``$REVDISTILL_CACHE`` or ``~/.cache/revdistill``).
+        :func:`revdistill.io.paths.cache_root` (``$REVDISTILL_CACHE`` or ``~/.cache/revdistill``).
     weights_dir : Path or None
         Folder holding ESM-2 checkpoints; default the torch-hub cache.
     proteingym_dir : Path or None

@@ -5,7 +5,7 @@ Real ESM-2 weights on a CPU are slow (a median ProteinGym assay, ~300,000 residu
 there is to embed and about how long it takes. The speed is *measured*: :func:`calibrate` embeds a
 few seeded random sequences with the chosen models on the chosen device (after a warm-up pass that
 also loads the models, which the computation then reuses) and caches the rate under
-:func:`revdistill.paths.cache_dir` ``("calibration")``, one JSON file per models × device × numerics ×
+:func:`revdistill.io.paths.cache_dir` ``("calibration")``, one JSON file per models × device × numerics ×
 threads × length bucket. While a computation runs, :class:`ProgressClock` turns progress fractions
 into an estimated time left, starting from the estimate and moving to the observed pace.
 """
@@ -98,7 +98,7 @@ def _key(models: Sequence[str], device: str, numerics: dict[str, Any], threads: 
 
 def _path(models: Sequence[str], device: str, numerics: dict[str, Any], threads: int, length: int,
           cache: str | Path | None) -> Path:
-    from revdistill.paths import cache_dir  # noqa: PLC0415
+    from revdistill.io.paths import cache_dir  # noqa: PLC0415
 
     return cache_dir("calibration", cache) / f"speed-{_key(models, device, numerics, threads, length)}.json"
 
@@ -204,7 +204,7 @@ def corpus_residues_to_embed(models: Sequence[str], corpus: str, fit_on: str, em
         The data set's records (``corpus="data"``).
     """
     from revdistill.experiment.ladders import Corpus, LadderSpec  # noqa: PLC0415
-    from revdistill.paths import cache_dir  # noqa: PLC0415
+    from revdistill.io.paths import cache_dir  # noqa: PLC0415
 
     if corpus == "proteingym":
         chosen = _proteingym_corpus()

@@ -199,7 +199,7 @@ class UmapPanel:
         return project.cached_umap_view(values, cache_dir=self._cache_dir())
 
     def _cache_dir(self):
-        from revdistill.paths import cache_dir  # noqa: PLC0415
+        from revdistill.io.paths import cache_dir  # noqa: PLC0415
 
         return cache_dir("umap", self.state.options.cache_dir)
 

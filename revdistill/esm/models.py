@@ -200,7 +200,7 @@ def load_esm2(
     ------
     FileNotFoundError
         Weights missing and ``download`` is False; the message names the files and the folder.
-    revdistill._download.DownloadError, revdistill._download.ChecksumError
+    revdistill.io.download.DownloadError, revdistill.io.download.ChecksumError
         ``download=True`` and the download failed (offline, HTTP error, disk full, digest mismatch).
     """
     import esm

@@ -11,7 +11,7 @@ reads (:func:`~revdistill.esm.models.checkpoint_paths`: ``weights_dir`` or fair-
 ``REVDISTILL_WEIGHTS_URL`` environment variable says otherwise (a mirror, or a local test server).
 Downloads resume from ``<name>.pt.part`` (HTTP ``Range``), are checked against ``Content-Length`` and,
 when known, the SHA-256 recorded in ``SHA256SUMS`` beside them, and are renamed into place only when
-complete (see :mod:`revdistill._download`).
+complete (see :mod:`revdistill.io.download`).
 
 Sizes in :data:`ESM2_WEIGHTS` are **approximate** (4 bytes per parameter, as float32, plus the contact
 head): the exact sizes and digests of the published files were not available when this table was
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from revdistill._download import ProgressCallback, check_online as _check_online, download_file, read_checksums
+from revdistill.io.download import ProgressCallback, check_online as _check_online, download_file, read_checksums
 from revdistill.esm.models import ESM2_MODELS, checkpoint_paths, get_spec
 
 logger = logging.getLogger(__name__)
@@ -232,7 +232,7 @@ def download_weights(
         Also re-hash files already present against ``SHA256SUMS`` (slow for the large models).
     retries, timeout, retry_wait :
         Attempts per file, socket timeout and seconds between attempts (each retry resumes);
-        see :func:`revdistill._download.download_file`.
+        see :func:`revdistill.io.download.download_file`.
 
     Returns
     -------
@@ -243,10 +243,10 @@ def download_weights(
     ------
     ValueError
         Unknown or tiny model names.
-    revdistill._download.DownloadError
+    revdistill.io.download.DownloadError
         Offline (the reason: DNS, refused, proxy …), HTTP errors such as 404, disk full, transfer broken
         after ``retries`` attempts (the ``.part`` file is kept; the next call resumes).
-    revdistill._download.ChecksumError
+    revdistill.io.download.ChecksumError
         A digest differs from the published or recorded one (the partial file is removed).
     """
     paths = []

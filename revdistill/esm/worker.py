@@ -42,7 +42,7 @@ from multiprocessing.connection import Client, Connection
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from revdistill._files import file_lock
+from revdistill.io.files import file_lock
 from revdistill.esm.runner import EmbedOptions, LocalEmbedder, ProgressCallback, resolve_models
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def worker_dir(runtime_dir: str | Path | None = None) -> Path:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and Path(runtime).is_dir():
         return Path(runtime) / "revdistill-worker"
-    from revdistill.paths import cache_dir
+    from revdistill.io.paths import cache_dir
 
     return cache_dir("worker")
 

@@ -27,10 +27,10 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
-from revdistill._files import file_lock
+from revdistill.io.files import file_lock
 from revdistill.core.ladder import FORMAT_VERSION as LADDER_FORMAT, DistillationLadder, check_fit_on
 from revdistill.core.naive import FORMAT_VERSION as NAIVE_FORMAT, NaiveConcatPCA
-from revdistill.paths import cache_dir
+from revdistill.io.paths import cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ def reference_ladder(models: Sequence[str], corpus: Corpus | None = None, *, fit
         Embeds the corpus when the fit is not cached (default: a CPU ``LocalEmbedder``); its options'
         numerics are part of the ladder's identity.
     cache : path, optional
-        Cache root (default :func:`revdistill.paths.cache_root`).
+        Cache root (default :func:`revdistill.io.paths.cache_root`).
     progress : callable, optional
         ``progress(fraction, message)`` while the corpus is embedded.
     """
@@ -296,7 +296,7 @@ def _fit(spec: LadderSpec, embedder: Any, cache: str | Path | None,
 
 def ladder_from_file(path: str | Path) -> ReferenceLadder:
     """A ladder written by ``revdistill fit`` (and its naive baseline ``<stem>.naive.npz`` when present)."""
-    from revdistill._download import sha256_of
+    from revdistill.io.files import sha256_of
 
     path = Path(path)
     ladder = DistillationLadder.load(path)

@@ -199,7 +199,7 @@ def default_store_path(task: Task | None, models: Sequence[str], numerics: dict[
     again; other data (uploads, CSVs) get a store named by their content (:attr:`Task.key`), so two
     uploads that reuse record names never collide.
     """
-    from revdistill.paths import cache_dir
+    from revdistill.io.paths import cache_dir
 
     key = "proteingym" if task is None or task.from_benchmark else task.key
     suffix = "-".join(str(value) for _, value in sorted(numerics.items()))

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from http_servers import refused_url, serve_checkpoint, serve_directory
-from revdistill._download import (
-    ChecksumError, DiskFullError, DownloadError, describe_network_error, read_checksums, sha256_of,
+from revdistill.io.download import (
+    ChecksumError, DiskFullError, DownloadError, describe_network_error, read_checksums,
 )
+from revdistill.io.files import sha256_of
 from revdistill.esm import weights as w
 from revdistill.esm.forward import stock_forward
 from revdistill.esm.models import checkpoint_paths, load_esm2
@@ -175,7 +176,7 @@ def test_network_errors_read_as_one_reason(error, reason):
 
 def test_disk_full_is_said_before_writing(server, tmp_path, monkeypatch):
     usage = collections.namedtuple("usage", "total used free")
-    monkeypatch.setattr("revdistill._download.shutil.disk_usage", lambda path: usage(10**9, 10**9 - 10, 10))
+    monkeypatch.setattr("revdistill.io.download.shutil.disk_usage", lambda path: usage(10**9, 10**9 - 10, 10))
     with pytest.raises(DiskFullError, match=f"not enough disk space for .*{NAME_8M}-contact-regression.pt: "
                                             r"\d+ bytes still to download, 10 free in"):
         w.download_weights("8M", tmp_path, base_url=server.url)
