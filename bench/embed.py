@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from revdistill.esm.embed import LadderEmbedder  # noqa: E402
 from revdistill.esm.forward import stock_forward  # noqa: E402
-from revdistill.esm.models import get_spec  # noqa: E402
+from revdistill.esm.models.registry import get_spec  # noqa: E402
 
 METHODS = ("authors", "extract", "bf16", "ours")
 AMINO = np.array(list("ACDEFGHIKLMNPQRSTVWY"))

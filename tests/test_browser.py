@@ -61,7 +61,8 @@ def remote(tmp_path_factory):
     """Stand-ins for fair-esm's and ProteinGym's servers: ESM-2 8M (random init, the real architecture:
     6 layers, 320 dims, 20 heads, ~30 MB) and the singles zip with one PIN1 assay."""
     from http_servers import serve_directory
-    from revdistill.esm.models import get_spec, save_esm2_checkpoint, tiny_esm2
+    from revdistill.esm.models.loading import save_esm2_checkpoint, tiny_esm2
+    from revdistill.esm.models.registry import get_spec
 
     root = tmp_path_factory.mktemp("remote")
     with serve_directory(root / "weights") as weights, serve_directory(root / "proteingym") as proteingym:

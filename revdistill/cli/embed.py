@@ -87,7 +87,7 @@ def _per_residue(text: str | None, records: list[tuple[str, str]], fasta: Path) 
 def _plan(args: argparse.Namespace, records, aliases, options, per_residue, store) -> list:
     """What needs embedding; refuses, before any work, what cannot be done (other models, read-only store)."""
     from revdistill.cli.common import check_output
-    from revdistill.esm.models import get_spec
+    from revdistill.esm.models.registry import get_spec
 
     missing = store.missing(records, aliases, [get_spec(alias).dim for alias in aliases], options.storage_dtype)
     if per_residue is not False and store.path.exists():
@@ -107,17 +107,18 @@ def _plan(args: argparse.Namespace, records, aliases, options, per_residue, stor
 
 def run_embed(args: argparse.Namespace) -> int:
     """Run ``revdistill embed``; return the exit status. Everything is checked before any embedding starts."""
-    from revdistill.cli.common import check_device, check_output, split_list
-    from revdistill.esm.runner import EmbedOptions, LocalEmbedder, resolve_models
+    from revdistill.cli.common import check_device, check_output
+    from revdistill.esm.models.registry import parse_models
+    from revdistill.esm.runner import EmbedOptions, LocalEmbedder, default_dtype
     from revdistill.esm.sequences import read_fasta
     from revdistill.esm.store import EmbeddingStore
 
-    aliases = resolve_models(split_list(args.models, "--models"))
+    aliases = parse_models(args.models, "--models")
     device = check_device(args.device)
     check_output(args.out, inputs=[args.fasta], kind="store", suffixes=(".h5", ".hdf5"), writable=False)
     records = read_fasta(args.fasta)
     per_residue = _per_residue(args.per_residue, records, args.fasta)
-    options = EmbedOptions(device=device, dtype=args.dtype or ("bf16" if device.startswith("cuda") else "fp32"),
+    options = EmbedOptions(device=device, dtype=args.dtype or default_dtype(device),
                            token_budget=args.token_budget, long_sequences=args.long_sequences,
                            weights_dir=args.weights_dir, download=args.download, storage_dtype=args.storage_dtype,
                            flush_every=args.flush_every, progress=not args.no_progress)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Sequence
 
+from revdistill.esm.interfaces import Embedder
 from revdistill.io.files import write_atomically
 
 __all__ = ["add_ladder_arguments", "add_embedding_arguments", "embed_options", "reference_ladders", "corpus_of",
@@ -73,7 +74,7 @@ def corpus_of(text: str, tasks: Sequence[Any] = ()):
     return Corpus.from_fasta(path)
 
 
-def reference_ladders(args: argparse.Namespace, models: tuple[str, ...], embedder: Any, tasks: Sequence[Any] = ()):
+def reference_ladders(args: argparse.Namespace, models: tuple[str, ...], embedder: Embedder, tasks: Sequence[Any] = ()):
     """The reference ladders the arguments ask for (one per convention; ``--fit-on both`` gives two)."""
     from revdistill.experiment.ladders import authors_ladder, ladder_from_file, reference_ladder
 

@@ -109,12 +109,13 @@ def _protocol(args: argparse.Namespace):
 
 
 def _run(args: argparse.Namespace, assays: list[str], protocol) -> int:
-    from revdistill.esm.runner import LocalEmbedder, resolve_models
+    from revdistill.esm.models.registry import parse_models
+    from revdistill.esm.runner import LocalEmbedder
     from revdistill.esm.store import EmbeddingStore
     from revdistill.experiment.pipeline import default_store_path, run_experiment
     from revdistill.experiment.tasks import read_task
     from revdistill.proteingym import load_reference
-    models = resolve_models(args.models)
+    models = parse_models(args.models, "--models")
     options = embed_options(args)
     store_path = args.store or default_store_path(None, models, options.numerics())
     inputs = [Path(a) for a in assays if Path(a).exists()]

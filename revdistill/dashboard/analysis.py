@@ -12,10 +12,11 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import pandas as pd
 
+from revdistill.esm.interfaces import Embedder
 from revdistill.experiment.ladders import Corpus, ReferenceLadder, reference_ladder
 from revdistill.experiment.pipeline import ExperimentResult, TaskResult, run_experiment
 from revdistill.experiment.protocol import Protocol
@@ -25,14 +26,10 @@ from revdistill.views.slicer import SlicerViews, slicer_views
 logger = logging.getLogger(__name__)
 
 __all__ = ["Choices", "Analysis", "compute_analysis", "ladder_choices", "LADDER_CORPORA", "FIT_ON_CHOICES",
-           "ModelChoice", "model_choices", "default_models", "available_device", "REAL_MODELS", "TINY_FAMILY",
-           "WEIGHTS_HELP", "task_store_path", "ordered_models"]
+           "ModelChoice", "model_choices", "default_models", "available_device", "WEIGHTS_HELP", "task_store_path"]
 
 ProgressCallback = Callable[[float, str], None]
 
-REAL_MODELS = ("8M", "35M", "150M", "650M", "3B", "15B")
-TINY_FAMILY = ("tiny-32", "tiny-48", "tiny-64")
-DEFAULT_REAL = ("8M", "35M", "150M")
 WEIGHTS_HELP = (
     "To use real ESM-2 weights, put fair-esm checkpoints (e.g. esm2_t6_8M_UR50D.pt and "
     "esm2_t6_8M_UR50D-contact-regression.pt) in ~/.cache/torch/hub/checkpoints/ or in a folder named by "
@@ -112,7 +109,7 @@ class Analysis:
         return self.result.caption()
 
 
-def ladder_choices(choices: Choices, task: Task, embedder: Any, cache: Path | None,
+def ladder_choices(choices: Choices, task: Task, embedder: Embedder, cache: Path | None,
                    progress: ProgressCallback | None = None) -> list[ReferenceLadder]:
     """The reference ladder(s) for the choices: one per convention, from the cache or fitted now."""
     if choices.corpus == "proteingym":
@@ -125,7 +122,7 @@ def ladder_choices(choices: Choices, task: Task, embedder: Any, cache: Path | No
             for fit_on in conventions]
 
 
-def compute_analysis(task: Task, choices: Choices, protocol: Protocol, *, embedder: Any,
+def compute_analysis(task: Task, choices: Choices, protocol: Protocol, *, embedder: Embedder,
                      cache: str | Path | None = None, progress: ProgressCallback | None = None,
                      cpu_threads: int | None = None) -> Analysis:
     """Fit or fetch the ladders, run the experiment on ``task`` and precompute the views.
@@ -145,11 +142,11 @@ def compute_analysis(task: Task, choices: Choices, protocol: Protocol, *, embedd
         On CPU, torch's intra-op threads for this kernel (one kernel per visitor on few cores: 1 is
         fastest when others are busy). Set here, at compute time, never at import.
     """
-    from revdistill.esm.models import get_spec  # noqa: PLC0415
+    from revdistill.esm.models.registry import get_spec, parse_models  # noqa: PLC0415
     from revdistill.esm.store import EmbeddingStore  # noqa: PLC0415
 
     report = progress or (lambda fraction, message: None)
-    models = ordered_models(choices.models)
+    models = parse_models(choices.models)
     choices = Choices(models=models, fit_on=choices.fit_on, corpus=choices.corpus, device=choices.device)
     if cpu_threads is not None and choices.device == "cpu":
         import torch  # noqa: PLC0415
@@ -174,23 +171,11 @@ def compute_analysis(task: Task, choices: Choices, protocol: Protocol, *, embedd
                     trained=all(get_spec(name).trained for name in models), seconds=seconds)
 
 
-def task_store_path(task: Task, models: tuple[str, ...], embedder: Any, cache: str | Path | None = None) -> Path:
+def task_store_path(task: Task, models: tuple[str, ...], embedder: Embedder, cache: str | Path | None = None) -> Path:
     """The store a task's embeddings go to (:func:`~revdistill.experiment.pipeline.default_store_path`)."""
     from revdistill.experiment.pipeline import default_store_path  # noqa: PLC0415
 
     return default_store_path(task, models, embedder.options.numerics(), cache)
-
-
-def ordered_models(models: tuple[str, ...]) -> tuple[str, ...]:
-    """Aliases sorted by width; equal widths are an error."""
-    from revdistill.esm.models import get_spec  # noqa: PLC0415
-
-    specs = sorted((get_spec(name) for name in models), key=lambda spec: spec.dim)
-    dims = [spec.dim for spec in specs]
-    if any(b <= a for a, b in zip(dims, dims[1:])):
-        raise ValueError(f"model widths must strictly increase along the ladder, got "
-                         f"{dict((spec.alias, spec.dim) for spec in specs)}")
-    return tuple(spec.alias for spec in specs)
 
 
 # ---------------------------------------------------------------------------------------------- model choices
@@ -234,13 +219,15 @@ def model_choices(device: str, weights_dir: str | Path | None = None) -> list[Mo
     A model is unavailable when its checkpoint is missing, or when its weights (fp32 on CPU, bf16 on
     a GPU) plus working room need more memory than the device has free.
     """
-    from revdistill.esm.models import get_spec, weights_available  # noqa: PLC0415
+    from revdistill.esm.models.registry import ESM2_MODELS, TINY_MODELS  # noqa: PLC0415
+    from revdistill.esm.models.weights import weights_available  # noqa: PLC0415
+    from revdistill.esm.runner import DTYPE_BYTES, default_dtype  # noqa: PLC0415
 
     free = _available_memory_bytes(device)
-    bytes_per_param = 2 if device.startswith("cuda") else 4
+    bytes_per_param = DTYPE_BYTES[default_dtype(device)]
     choices = []
-    for alias in REAL_MODELS + TINY_FAMILY:
-        spec = get_spec(alias)
+    for spec in ESM2_MODELS + TINY_MODELS:
+        alias = spec.alias
         label = f"{alias} ({spec.layers} layers, {spec.dim} dims)"
         if not spec.trained:
             choices.append(ModelChoice(alias, f"{alias} (untrained, {spec.dim} dims)", True))
@@ -257,8 +244,10 @@ def model_choices(device: str, weights_dir: str | Path | None = None) -> list[Mo
 
 
 def default_models(choices: list[ModelChoice]) -> tuple[str, ...]:
-    """8M -> 35M -> 150M when their weights are present, else the tiny family."""
+    """The registry's default ladder (8M -> 35M -> 150M) when its weights are present, else the tiny family."""
+    from revdistill.esm.models.registry import DEFAULT_LADDER, TINY_MODELS  # noqa: PLC0415
+
     available = {choice.alias for choice in choices if choice.available}
-    if all(alias in available for alias in DEFAULT_REAL):
-        return DEFAULT_REAL
-    return TINY_FAMILY
+    if all(alias in available for alias in DEFAULT_LADDER):
+        return DEFAULT_LADDER
+    return tuple(spec.alias for spec in TINY_MODELS)

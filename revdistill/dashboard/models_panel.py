@@ -15,13 +15,14 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from .analysis import (FIT_ON_CHOICES, LADDER_CORPORA, TINY_FAMILY, Choices, ModelChoice, available_device,
-                       compute_analysis, default_models, model_choices, ordered_models, task_store_path)
+from revdistill.esm.batching import embedded_residues
+
+from .analysis import (FIT_ON_CHOICES, LADDER_CORPORA, Choices, ModelChoice, available_device, compute_analysis,
+                       default_models, model_choices, task_store_path)
 from .assay_browser import AssayBrowser
 from .data import demo_task, proteingym_task, uploaded_task
 from .state import DashboardState
-from .timing import (Estimate, ProgressClock, cached_speed, calibrate, corpus_residues_to_embed, embedded_residues,
-                     stored_records)
+from .timing import Estimate, ProgressClock, cached_speed, calibrate, corpus_residues_to_embed, stored_records
 from .weights_panel import WeightsControls
 from .widgets import Throttle, section_title
 
@@ -118,7 +119,7 @@ class ModelsPanel:
 
     # -- models ----------------------------------------------------------------------------------------
     def _models_box(self, defaults: tuple[str, ...]) -> widgets.VBox:
-        from revdistill.esm.models import get_spec  # noqa: PLC0415
+        from revdistill.esm.models.registry import get_spec  # noqa: PLC0415
 
         real = [widgets.HTML("<b>ESM-2 (pretrained)</b>")]
         tiny = [widgets.HTML("<b>Tiny untrained family (offline demo)</b>")]
@@ -149,7 +150,9 @@ class ModelsPanel:
         self.update_estimate()
 
     def _show_banner(self) -> None:
-        available = [c.alias for c in self.choices if c.available and c.alias not in TINY_FAMILY]
+        from revdistill.esm.models.registry import get_spec  # noqa: PLC0415
+
+        available = [c.alias for c in self.choices if c.available and get_spec(c.alias).trained]
         if available:
             self.banner.value = ""
             return
@@ -230,6 +233,7 @@ class ModelsPanel:
     def _workload(self, models: tuple[str, ...]) -> tuple[int, int, float, int | None, list | None]:
         """``(records, residues to embed, mean residues per record, stored records or None, records if known)``
         of the chosen data."""
+        long_sequences = self.state.embedder(self.device.value).options.long_sequences  # the engine's rule
         dms_id = self.browser.selected if self.source.value == "proteingym" else None
         if self.source.value == "proteingym" and (dms_id is None or not bool(self.browser.row(dms_id)["local"])):
             if dms_id is None:
@@ -237,20 +241,22 @@ class ModelsPanel:
             row = self.browser.row(dms_id)
             records = int(row["singles"] if self.state.protocol.singles_only else row["total"])
             size = self._subsample_size(records) or records
-            per_record = embedded_residues(int(row["length"]))
+            per_record = embedded_residues(int(row["length"]), long_sequences)
             return size, size * per_record, per_record, None, None
         task = self.load_task()
         size = self._subsample_size(len(task)) or len(task)
         stored = stored_records(task_store_path(task, models, self.state.embedder(self.device.value),
                                                 self.state.options.cache_dir)) if size == len(task) else set()
-        lengths = {record_id: embedded_residues(len(sequence)) for record_id, sequence in task.records}
+        lengths = {record_id: embedded_residues(len(sequence), long_sequences) for record_id, sequence in task.records}
         todo = sum(n for record_id, n in list(lengths.items())[:size] if record_id not in stored)
         return size, todo, sum(lengths.values()) / max(len(lengths), 1), len(stored), task.records
 
     def update_estimate(self) -> None:
         """Show what Compute has to embed and about how long it takes; measure the speed if not known."""
         try:
-            models = ordered_models(self.selected_models())
+            from revdistill.esm.models.registry import parse_models  # noqa: PLC0415
+
+            models = parse_models(self.selected_models())
             if len(models) < 2:
                 raise LookupError("tick at least two model sizes")
             records, residues, length, stored, known = self._workload(models)

@@ -58,7 +58,7 @@ class DashboardOptions:
     @classmethod
     def from_env(cls) -> "DashboardOptions":
         """Options from ``REVDISTILL_CACHE``, ``REVDISTILL_PROTEINGYM_DIR`` and ``REVDISTILL_MAX_UPLOAD_MB``
-        (each optional; ``REVDISTILL_WEIGHTS`` is read where weights are, by :mod:`revdistill.esm.models`)."""
+        (each optional; ``REVDISTILL_WEIGHTS`` is read where weights are, by :mod:`revdistill.esm.models.weights`)."""
         def path(name: str) -> Path | None:
             value = os.environ.get(name)
             return Path(value).expanduser() if value else None
@@ -132,12 +132,11 @@ class DashboardState:
         embedding worker, which owns the models for every visitor; otherwise the models load in this
         kernel and stay loaded between computations.
         """
-        from revdistill.esm.runner import EmbedOptions  # noqa: PLC0415
+        from revdistill.esm.runner import EmbedOptions, default_dtype  # noqa: PLC0415
         from revdistill.esm.worker import make_embedder  # noqa: PLC0415
 
         if device not in self._embedders:
-            dtype = "bf16" if device.startswith("cuda") else "fp32"
-            self._embedders[device] = make_embedder(EmbedOptions(device=device, dtype=dtype,
+            self._embedders[device] = make_embedder(EmbedOptions(device=device, dtype=default_dtype(device),
                                                                  weights_dir=self.options.weights_dir))
         return self._embedders[device]
 

@@ -25,22 +25,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["Speed", "Estimate", "ProgressClock", "calibrate", "cached_speed", "embedded_residues",
-           "length_bucket", "format_duration", "corpus_residues_to_embed", "stored_records", "MAX_TOKENS",
-           "WINDOW_OVERLAP"]
+from revdistill.esm.batching import MAX_RESIDUES, embedded_residues
+from revdistill.esm.interfaces import Embedder
+from revdistill.esm.sequences import AMINO_ACIDS
 
-#: ESM-2's longest input and the overlap of the windows longer sequences are cut into (see revdistill.esm.embed).
-MAX_TOKENS, WINDOW_OVERLAP = 1022, 256
-_BUCKETS = (64, 128, 256, 512, 1022)
-_AMINO = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
+__all__ = ["Speed", "Estimate", "ProgressClock", "calibrate", "cached_speed", "length_bucket", "format_duration",
+           "corpus_residues_to_embed", "stored_records"]
 
-
-def embedded_residues(length: int) -> int:
-    """Residues the models actually run for one sequence: windows of 1022 with overlap 256 when longer."""
-    if length <= MAX_TOKENS:
-        return int(length)
-    step = MAX_TOKENS - WINDOW_OVERLAP
-    return int(math.ceil((length - WINDOW_OVERLAP) / step) * MAX_TOKENS)
+_BUCKETS = (64, 128, 256, 512, MAX_RESIDUES)
+_AMINO = np.array(list(AMINO_ACIDS))
 
 
 def length_bucket(length: float) -> int:
@@ -123,7 +116,7 @@ def cached_speed(models: Sequence[str], device: str, numerics: dict[str, Any], l
         return None  # a damaged file is measured again
 
 
-def calibrate(embedder: Any, models: Sequence[str], length: int, *, cache: str | Path | None = None,
+def calibrate(embedder: Embedder, models: Sequence[str], length: int, *, cache: str | Path | None = None,
               min_seconds: float = 1.5, max_residues: int = 4096, seed: int = 0) -> Speed:
     """Measure how fast ``embedder`` embeds sequences of about ``length`` residues with ``models``.
 
@@ -186,7 +179,7 @@ def _proteingym_corpus() -> Any:
     return Corpus.proteingym_wildtypes()
 
 
-def corpus_residues_to_embed(models: Sequence[str], corpus: str, fit_on: str, embedder: Any,
+def corpus_residues_to_embed(models: Sequence[str], corpus: str, fit_on: str, embedder: Embedder,
                              cache: str | Path | None = None,
                              records: Sequence[tuple[str, str]] | None = None) -> int:
     """Residues of the ladder corpus still to embed: 0 when every ladder the choices need is cached.
@@ -220,7 +213,8 @@ def corpus_residues_to_embed(models: Sequence[str], corpus: str, fit_on: str, em
     if all((folder / f"{LadderSpec(models=tuple(models), corpus=chosen, fit_on=c, numerics=numerics).ladder_id}.npz")
            .is_file() for c in conventions):
         return 0
-    return sum(embedded_residues(len(sequence)) for _, sequence in chosen.records)
+    long_sequences = embedder.options.long_sequences
+    return sum(embedded_residues(len(sequence), long_sequences) for _, sequence in chosen.records)
 
 
 def stored_records(path: Path) -> set[str]:

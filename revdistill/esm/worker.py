@@ -43,7 +43,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from revdistill.io.files import file_lock
-from revdistill.esm.runner import EmbedOptions, LocalEmbedder, ProgressCallback, resolve_models
+from revdistill.esm.models.registry import parse_models
+from revdistill.esm.runner import EmbedOptions, LocalEmbedder, ProgressCallback
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ class WorkerEmbedder:
         """
         from revdistill.esm.sequences import validate_records
 
-        aliases = resolve_models(models)
+        aliases = parse_models(models)
         records = validate_records(records)
         wanted = per_residue if isinstance(per_residue, bool) else (
             [per_residue] if isinstance(per_residue, str) else [str(record_id) for record_id in per_residue])

@@ -176,7 +176,7 @@ def zero_shot_reference(data_dir: str | Path | None = None) -> pd.DataFrame:
     DataFrame
         Columns ``model`` (``8M`` ...), ``params``, ``spearman``, ``label``, ``source``.
     """
-    from revdistill.esm.models import get_spec  # lazy: models imports torch
+    from revdistill.esm.models.registry import get_spec
 
     values, source = dict(ZERO_SHOT_FALLBACK), "built-in constants (ProteinGym v1.3 zero-shot leaderboard)"
     try:

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from revdistill.core.nested import NestedEmbedding
+from revdistill.esm.interfaces import Embedder, EmbeddingStoreLike
 from revdistill.experiment.aggregate import aggregate, series_keys
 from revdistill.experiment.features import FeatureKey, build_features
 from revdistill.experiment.ladders import ReferenceLadder
@@ -127,7 +128,7 @@ class ExperimentResult:
 
 
 def run_experiment(tasks: Sequence[Task], models: Sequence[str], ladders: Sequence[ReferenceLadder],
-                   protocol: Protocol, *, store: Any, embedder: Any,
+                   protocol: Protocol, *, store: EmbeddingStoreLike, embedder: Embedder,
                    progress: ProgressCallback | None = None) -> ExperimentResult:
     """Embed, build every representation from each ladder, and probe every task.
 
@@ -206,7 +207,7 @@ def default_store_path(task: Task | None, models: Sequence[str], numerics: dict[
     return cache_dir("stores", cache) / f"{key}_{'_'.join(models)}_{suffix}.h5"
 
 
-def pooled_rows(store: Any, models: Sequence[str], ids: Sequence[str]) -> dict[str, np.ndarray]:
+def pooled_rows(store: EmbeddingStoreLike, models: Sequence[str], ids: Sequence[str]) -> dict[str, np.ndarray]:
     """Pooled vectors of ``ids`` (in that order) per model, float64."""
     stored = store.ids()
     row_of = {record_id: row for row, record_id in enumerate(stored)}

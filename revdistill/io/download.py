@@ -1,7 +1,7 @@
 """Resumable HTTP downloads with size and SHA-256 checks: the one place revdistill touches the network.
 
 Used for the ProteinGym files (:mod:`revdistill.proteingym.data`), single assays read out of the remote
-zips (:mod:`revdistill.proteingym.remote`) and the ESM-2 weights (:mod:`revdistill.esm.weights`).
+zips (:mod:`revdistill.proteingym.remote`) and the ESM-2 weights (:mod:`revdistill.esm.models.weights`).
 
 A download streams into ``<name>.part``; when that file exists, the next attempt asks the server for the
 rest with an HTTP ``Range`` header (servers that ignore the header send the whole file, which restarts

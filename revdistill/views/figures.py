@@ -35,7 +35,7 @@ def _chosen(summary: pd.DataFrame, aggregation: str | None, metric: str) -> pd.D
 
 def model_axis(models: Sequence[str], x: str = "auto") -> tuple[dict[str, float], str]:
     """x coordinate per model: parameter count, or embedding dim when a model has none (tiny family)."""
-    from revdistill.esm.models import get_spec
+    from revdistill.esm.models.registry import get_spec
 
     specs = {m: get_spec(m) for m in models}
     if x == "auto":

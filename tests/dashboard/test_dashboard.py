@@ -46,7 +46,7 @@ def trace_x(figure, index: int) -> np.ndarray:
 
 # -- models & data --------------------------------------------------------------------------------
 def test_real_models_greyed_with_reason_and_tiny_family_checked(app):
-    from revdistill.esm.models import weights_available
+    from revdistill.esm.models.weights import weights_available
 
     boxes = app.models.checkboxes
     assert list(boxes)[:6] == ["8M", "35M", "150M", "650M", "3B", "15B"]
