@@ -53,9 +53,27 @@ def test_asking_the_registry_and_the_weights_imports_no_torch():
             "import revdistill.io.files\n"
             "assert parse_models('8M,35M') == ('8M', '35M') and embedded_residues(2000) == 3066\n"
             "weights_status('/nonexistent')\n"
+            "from revdistill.esm.models.weights import checkpoint_paths, weights_available\n"
+            "weights_available('8M'), weights_available('tiny-32')\n"
+            "default = checkpoint_paths('8M')[0].parent\n"
             "print(sorted(name for name in ('torch', 'esm', 'h5py', 'numba') if name in sys.modules))\n")
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert found.stdout.strip() == "[]"
+
+
+def test_the_default_weights_folder_is_torchs_without_importing_torch(monkeypatch, tmp_path):
+    """The torch-free rule gives the folder torch itself would (fair-esm's cache), in the same environment."""
+    monkeypatch.delenv("REVDISTILL_WEIGHTS", raising=False)
+    monkeypatch.delenv("TORCH_HUB", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    code = ("import sys\n"
+            "from revdistill.esm.models.weights import checkpoint_paths\n"
+            "light = checkpoint_paths('8M')[0].parent\n"
+            "assert 'torch' not in sys.modules\n"
+            "import torch\n"
+            "print(light == checkpoint_paths('8M')[0].parent, light)\n")
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert found.stdout.split() == ["True", str(tmp_path / "torch-home" / "hub" / "checkpoints")]
 
 
 def test_what_needs_published_weights_refuses_the_tiny_family():

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -49,13 +50,22 @@ DEFAULT_WEIGHTS_URL = "https://dl.fbaipublicfiles.com/fair-esm"
 
 
 def _default_weights_dir() -> Path:
-    """``$REVDISTILL_WEIGHTS`` when set, else fair-esm's cache ``torch.hub.get_dir()/checkpoints``."""
+    """``$REVDISTILL_WEIGHTS`` when set, else fair-esm's cache ``torch.hub.get_dir()/checkpoints``.
+
+    Without importing torch when this process has not: then nobody here can have called
+    ``torch.hub.set_dir``, and the folder is torch's default rule (``$TORCH_HOME/hub``, else
+    ``$XDG_CACHE_HOME/torch/hub``, else ``~/.cache/torch/hub``), so a visitor's kernel stays light.
+    """
     explicit = os.environ.get(WEIGHTS_ENV)
     if explicit:
         return Path(explicit).expanduser()
-    import torch  # noqa: PLC0415 - only for fair-esm's cache folder
+    torch = sys.modules.get("torch")
+    if torch is not None or os.environ.get("TORCH_HUB"):  # TORCH_HUB: torch's own (deprecated) override
+        import torch  # noqa: PLC0415
 
-    return Path(torch.hub.get_dir()) / "checkpoints"
+        return Path(torch.hub.get_dir()) / "checkpoints"
+    home = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "torch")
+    return Path(home).expanduser() / "hub" / "checkpoints"
 
 
 def checkpoint_paths(name_or_alias: str, weights_dir: str | Path | None = None) -> tuple[Path, Path]:
