@@ -45,10 +45,13 @@ from revdistill.esm.sequences import validate_records
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ATTENTION_MODES", "MAX_RESIDUES", "EmbeddingResult", "LadderEmbedder", "embed", "stock_forward"]
+__all__ = ["ATTENTION_MODES", "MAX_RESIDUES", "WINDOW_OVERLAP", "EmbeddingResult", "LadderEmbedder", "embed",
+           "stock_forward"]
 
 #: Residues per forward pass ESM-2 was trained on (1024 positions minus BOS and EOS).
 MAX_RESIDUES = 1022
+#: Residues shared by consecutive windows of a record longer than :data:`MAX_RESIDUES` (``"window"`` mode).
+WINDOW_OVERLAP = 256
 #: Batch layouts of :class:`LadderEmbedder` (``"auto"``: packed on CUDA, padded elsewhere).
 ATTENTION_MODES = ("auto", "packed", "padded")
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
@@ -148,7 +151,7 @@ class LadderEmbedder:
 
     def __init__(self, models: Mapping[str, torch.nn.Module], alphabet=None, *, device: str | torch.device = "cpu",
                  dtype: str | torch.dtype = "fp32", token_budget: int | None = None,
-                 long_sequences: str = "window", window_overlap: int = 256, fast: bool = True,
+                 long_sequences: str = "window", window_overlap: int = WINDOW_OVERLAP, fast: bool = True,
                  progress: bool = True, attention: str = "auto") -> None:
         if not models:
             raise ValueError("models is empty: give at least one {name: model}")
