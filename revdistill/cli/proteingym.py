@@ -28,6 +28,9 @@ from revdistill.cli.options import (add_embedding_arguments, add_ladder_argument
 
 logger = logging.getLogger(__name__)
 
+#: Records per store part in a job: more than any assay has, so each assay's embeddings commit at once.
+ONE_PART = 1 << 30
+
 _DESCRIPTION = """\
 Run a ridge probe on mean-pooled embeddings (ESM-2 as is, reverse-distilled, naive concat+PCA, nested
 prefixes, the largest model truncated) under ProteinGym's supervised protocol (singles, 5-fold CV for
@@ -166,7 +169,8 @@ def _run(args: argparse.Namespace, assays: list[str], protocol) -> int:
     device, initialised = join_process_group(options.device)
     try:
         rank, world_size = rank_world()
-        options = replace(options, device=device, progress=options.progress and rank == 0)
+        # one store part per assay: an assay interrupted mid-way is embedded again whole, in the same batches
+        options = replace(options, device=device, progress=options.progress and rank == 0, flush_every=ONE_PART)
         embedder = RankEmbedder(LocalEmbedder(options))
         source = dict(zip(names, assays))
 
