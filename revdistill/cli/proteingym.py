@@ -144,7 +144,7 @@ def _run(args: argparse.Namespace, assays: list[str], protocol) -> int:
     from revdistill._download import sha256_of
     from revdistill.esm.distributed import join_process_group, leave_process_group, rank_world
     from revdistill.esm.runner import LocalEmbedder, resolve_models
-    from revdistill.experiment.job import JobSpec, RankEmbedder, assay_name, open_results, results_folder
+    from revdistill.experiment.job import JobSpec, RankEmbedder, open_results, results_folder
     from revdistill.experiment.pipeline import default_store_path
     from revdistill.experiment.plan import variant_counts
     from revdistill.proteingym import load_reference
@@ -159,12 +159,11 @@ def _run(args: argparse.Namespace, assays: list[str], protocol) -> int:
         check_output(store_path, inputs=inputs, kind="store", what="--store")
     reference = None if all(a.endswith(".csv") for a in assays) else load_reference(args.data_dir)
     names = [assay_source(assay, data_dir=args.data_dir, reference=reference)[0] for assay in assays]
-    if names != [assay_name(assay) for assay in assays]:  # pragma: no cover - one naming rule in two places
-        raise RuntimeError(f"assay names disagree: {names} vs {[assay_name(a) for a in assays]}")
     counts = variant_counts(assays, protocol.singles_only, reference, args.data_dir)
     sizes = {name: float(n * length) for name, (n, length) in zip(names, counts)}
     spec = JobSpec(protocol_id=protocol.id, models=models, numerics=tuple(sorted(options.numerics().items())),
-                   assays=tuple(names), inputs=tuple((assay_name(p), sha256_of(p)) for p in inputs))
+                   assays=tuple(names),
+                   inputs=tuple((name, sha256_of(a)) for name, a in zip(names, assays) if Path(a).exists()))
     folder = open_results(results_folder(args.out), spec, ladders_known=False)
     device, initialised = join_process_group(options.device)
     try:
@@ -187,7 +186,7 @@ def _run(args: argparse.Namespace, assays: list[str], protocol) -> int:
         if rank == 0:
             for ladder in ladders:
                 print(f"ladder: {ladder.describe()}", file=sys.stderr)
-        _compute(args, folder, spec, load_task, ladders, protocol, embedder, sizes, store_path, rank, world_size)
+        _compute(folder, spec, load_task, ladders, protocol, embedder, sizes, store_path, rank, world_size)
     finally:
         leave_process_group(initialised)
     if rank != 0:
@@ -195,7 +194,7 @@ def _run(args: argparse.Namespace, assays: list[str], protocol) -> int:
     return _write(args, folder, spec, protocol, ladders, store_path)
 
 
-def _compute(args, folder, spec, load_task, ladders, protocol, embedder, sizes, store_path, rank, world_size) -> None:
+def _compute(folder, spec, load_task, ladders, protocol, embedder, sizes, store_path, rank, world_size) -> None:
     """This rank's share of the job; rank 0 then waits for every part and clears the claims."""
     import uuid
 

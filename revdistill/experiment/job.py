@@ -42,7 +42,7 @@ from revdistill.experiment.pipeline import PredictionKey, TaskResult, run_experi
 logger = logging.getLogger(__name__)
 
 __all__ = ["JobSpec", "JobProgress", "RankEmbedder", "results_folder", "part_path", "open_results", "write_part",
-           "read_part", "load_results", "run_job", "wait_for_parts", "finish_job", "assay_name", "MANIFEST_NAME"]
+           "read_part", "load_results", "run_job", "wait_for_parts", "finish_job", "MANIFEST_NAME"]
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT, MANIFEST_VERSION = "revdistill-benchmark-job", 1
@@ -57,14 +57,6 @@ def results_folder(out: str | Path) -> Path:
     """The results folder of a job writing ``out``: ``<out stem>.results`` beside it."""
     out = Path(out)
     return out.with_name(f"{out.stem}.results")
-
-
-def assay_name(id_or_csv: str | Path) -> str:
-    """The ``assay`` column value of an assay argument: the CSV's stem for a path, else the id itself."""
-    text = str(id_or_csv)
-    if text.endswith(".csv") or Path(text).expanduser().exists():
-        return Path(text).stem
-    return text
 
 
 def part_path(folder: str | Path, name: str) -> Path:

@@ -9,7 +9,8 @@ come from the first source that has a number for the device: a ``bench/results``
 the ladder together, shared between sizes by their FLOPs), else a FLOP estimate from the model
 registry at an assumed sustained rate; :func:`format_plan` says which.
 
->>> plan = plan_job(["PIN1_HUMAN_Tsuboyama_2023_1I6C"], ["8M", "35M"], device="cuda", bench_dir=None, cache="/nonexistent")
+>>> plan = plan_job(["PIN1_HUMAN_Tsuboyama_2023_1I6C"], ["8M", "35M"], device="cuda", bench_dir=None,
+...                 cache="/nonexistent")
 >>> plan.n_assays, plan.n_variants, plan.residues
 (1, 686, 26754)
 """
