@@ -52,13 +52,12 @@ def _cli(args: list[str], cache: Path, *, ranks: int = 1, timeout: int = 240) ->
 
 
 @pytest.fixture(scope="module")
-def one_process(assays, tiny_cache, tmp_path_factory) -> Path:
-    """The reference: the three assays in one process."""
+def one_process(assays, tiny_cache, tmp_path_factory, one_torch_thread) -> Path:
+    """The reference: the three assays in this process (one torch thread, like a torchrun rank)."""
     folder = tmp_path_factory.mktemp("one")
-    done = _cli(_args(assays, folder / "one.csv", folder / "store.h5"), tiny_cache)
-    assert done.returncode == 0, done.stderr
-    assert "0 of 3 assay(s) already committed" in done.stderr
-    assert len(re.findall(r"\[rank 0\] \d/3 assays", done.stderr)) == 3
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REVDISTILL_CACHE", str(tiny_cache))
+        assert main(_args(assays, folder / "one.csv", folder / "store.h5")) == 0
     return folder / "one.csv"
 
 
@@ -82,7 +81,8 @@ def test_two_gloo_ranks_write_the_same_bytes(assays, one_process, tiny_cache, tm
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_without_recomputing_and_gives_the_same_bytes(assays, one_process, tiny_cache, tmp_path):
+def test_killed_run_resumes_without_recomputing_and_gives_the_same_bytes(assays, one_process, tiny_cache, tmp_path,
+                                                                        monkeypatch, capsys):
     out, store = tmp_path / "r.csv", tmp_path / "store.h5"
     results = tmp_path / "r.results"
     process = subprocess.Popen([sys.executable, "-m", "revdistill", *_args(assays, out, store)],
@@ -96,10 +96,11 @@ def test_killed_run_resumes_without_recomputing_and_gives_the_same_bytes(assays,
     assert 1 <= len(committed) < 3 and not out.exists()
     before = {name: (os.stat(results / name).st_ino, os.stat(results / name).st_mtime_ns) for name in committed}
 
-    done = _cli(_args(assays, out, store), tiny_cache)
-    assert done.returncode == 0, done.stderr
-    assert f"{len(committed)} of 3 assay(s) already committed, {3 - len(committed)} to run" in done.stderr
-    recomputed = re.findall(r"\d/3 assays · (\w+) done", done.stderr)
+    monkeypatch.setenv("REVDISTILL_CACHE", str(tiny_cache))
+    assert main(_args(assays, out, store)) == 0
+    error = capsys.readouterr().err
+    assert f"{len(committed)} of 3 assay(s) already committed, {3 - len(committed)} to run" in error
+    recomputed = re.findall(r"\d/3 assays · (\w+) done", error)
     assert sorted(recomputed) == sorted(set("ABC") - {name[0] for name in committed})
     assert {name: (os.stat(results / name).st_ino, os.stat(results / name).st_mtime_ns) for name in committed} == before
     assert out.read_bytes() == one_process.read_bytes()
@@ -130,3 +131,13 @@ def test_the_same_command_again_computes_nothing(assays, one_process, tiny_cache
     error = capsys.readouterr().err
     assert "3 of 3 assay(s) already committed, 0 to run" in error and "assays ·" not in error
     assert _digests(folder) == before and one_process.read_bytes() == table
+
+
+def test_plan_prints_the_whole_job_and_does_no_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("REVDISTILL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["proteingym", "--all", "--models", "8M,35M,150M,650M,3B,15B", "--plan", "--device", "cuda"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("plan: 217 assays, 696,311 variants, 405.9 M residues per model")
+    assert len(lines) == 11 and [line.split()[0] for line in lines[4:]] == [*"8M 35M 150M 650M 3B 15B".split(), "total"]
+    assert list(tmp_path.iterdir()) == []  # nothing written, nothing cached
