@@ -133,8 +133,10 @@ def open_results(folder: str | Path, spec: JobSpec, *, ladders_known: bool = Tru
         its manifest is not one.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / MANIFEST_NAME
+    if not ladders_known and not path.is_file():
+        return folder  # nothing to compare with, and nothing is written before the ladders are known
+    folder.mkdir(parents=True, exist_ok=True)
     wanted = spec.to_dict()
     with file_lock(folder / ".manifest.lock"):
         if path.is_file():

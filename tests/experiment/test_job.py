@@ -154,3 +154,20 @@ def test_plan_hours_come_from_bench_results_then_calibration(tmp_path, proteingy
     assert eight.source == "calibration" and eight.hours == pytest.approx(plan.embedded / 1000.0 / 3600 * share)
     assert "bench/results/nvidia-h100-20260101-000000.json" in format_plan(plan)
     assert plan_job([assay], ("8M", "35M"), device="cpu", bench_dir=bench, cache=tmp_path).sizes[1].source == "FLOPs"
+
+
+def test_a_claimed_assay_is_left_to_its_rank_and_redone_by_the_next_run(finished, tasks, tiny_cache, tmp_path):
+    folder, spec, _, whole = finished
+    other = results_folder(tmp_path / "claims.csv")
+    open_results(other, spec)
+    for result in whole.tasks[1:]:  # beta and gamma are committed already
+        write_part(other, spec.job_id, result)
+    (other / ".claims" / "run-1").mkdir(parents=True)
+    (other / ".claims" / "run-1" / "alpha.npz").write_text("rank 1 pid 1\n")  # a rank that died on alpha
+    from revdistill.experiment.ladders import reference_ladder
+
+    common = dict(load_task=tasks.__getitem__, ladders=[reference_ladder(TINY, cache=tiny_cache)],
+                  protocol=PROTOCOL, store=EmbeddingStore(tmp_path / "store.h5"), embedder=LocalEmbedder())
+    assert run_job(other, spec, run_id="run-1", **common) == []  # claimed in this run by another rank
+    assert run_job(other, spec, run_id="run-2", **common) == ["alpha"]  # the next run does it again
+    assert load_results(other)[0].to_csv(index=False) == whole.table.to_csv(index=False)
