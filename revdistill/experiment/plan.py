@@ -262,26 +262,38 @@ def format_plan(plan: JobPlan) -> str:
     """A few lines: totals, then one row per size."""
     long_text = {"window": "cut into overlapping 1,022-residue windows", "truncate": "truncated to 1,022",
                  "error": "refused"}[plan.long_sequences]
+    vectors = sum(size.store_bytes for size in plan.sizes)
     lines = [
-        f"plan: {plan.n_assays} assays, {plan.n_variants:,} variants, {plan.residues / 1e6:,.1f} M residues per "
-        f"model ({plan.embedded / 1e6:,.1f} M embedded; {plan.n_long} assays with wild types over 1,022 residues, "
-        f"{long_text})",
-        f"store on disk: {_gb(plan.store_bytes)} (pooled vectors {_gb(sum(s.store_bytes for s in plan.sizes))}, "
-        f"joint moments {_gb(plan.moments_bytes)}, ids {_gb(plan.ids_bytes)})",
+        f"plan: {plan.n_assays} assays, {plan.n_variants:,} variants, {_count(plan.residues)} residues per model "
+        f"({_count(plan.embedded)} embedded; {plan.n_long} assays with wild types over 1,022 residues, {long_text})",
+        f"store on disk: {_bytes(plan.store_bytes)} (pooled vectors {_bytes(vectors)}, joint moments "
+        f"{_bytes(plan.moments_bytes)}, ids {_bytes(plan.ids_bytes)})",
         f"device-hours on {plan.device}: {plan.note}",
         f"{'model':>6} {'layers':>6} {'dim':>5} {'PFLOP':>9} {'vectors':>9} {'device-h':>9}  source",
     ]
     for size in plan.sizes:
-        lines.append(f"{size.model:>6} {size.layers:>6} {size.dim:>5} {size.pflop:>9,.1f} {_gb(size.store_bytes):>9} "
-                     f"{_hours(size.hours):>9}  {size.source}")
-    lines.append(f"{'total':>6} {'':>6} {sum(s.dim for s in plan.sizes):>5} {sum(s.pflop for s in plan.sizes):>9,.1f} "
-                 f"{_gb(sum(s.store_bytes for s in plan.sizes)):>9} {_hours(plan.hours):>9}")
+        lines.append(f"{size.model:>6} {size.layers:>6} {size.dim:>5} {_number(size.pflop):>9} "
+                     f"{_bytes(size.store_bytes):>9} {_number(size.hours):>9}  {size.source}")
+    lines.append(f"{'total':>6} {'':>6} {sum(s.dim for s in plan.sizes):>5} "
+                 f"{_number(sum(s.pflop for s in plan.sizes)):>9} {_bytes(vectors):>9} {_number(plan.hours):>9}")
     return "\n".join(lines)
 
 
-def _gb(n_bytes: float) -> str:
-    return f"{n_bytes / 1e9:,.2f} GB" if n_bytes < 1e10 else f"{n_bytes / 1e9:,.1f} GB"
+def _count(n: int) -> str:
+    return f"{n / 1e6:,.1f} M" if n >= 1e6 else f"{n:,}"
 
 
-def _hours(hours: float) -> str:
-    return f"{hours:,.2f}" if math.isfinite(hours) and hours < 10 else f"{hours:,.1f}"
+def _bytes(n: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}" if n >= 10 * scale else f"{n / scale:.2f} {unit}"
+    return f"{int(n)} B"
+
+
+def _number(value: float) -> str:
+    """Two decimals below 10, one above; small values with two significant digits (never a bare 0.00)."""
+    if not math.isfinite(value):
+        return "?"
+    if value == 0 or value >= 0.01:
+        return f"{value:,.2f}" if value < 10 else f"{value:,.1f}"
+    return f"{value:.2g}"
