@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -46,25 +45,6 @@ def register(subparsers) -> None:
                        help="records per atomic part file, the most a crash can lose (default: 1024)")
     embed.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     embed.set_defaults(func=run_embed)
-
-
-def _distributed_setup(device: str) -> tuple[str, bool]:
-    """Initialise torch.distributed under torchrun; return this rank's device and whether we did."""
-    import torch
-    import torch.distributed as dist
-
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1 or dist.is_initialized():
-        return device, False
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device.startswith("cuda"):
-        device = f"cuda:{local_rank}"
-        torch.cuda.set_device(local_rank)
-        backend = "nccl"
-    else:
-        backend = "gloo"
-    dist.init_process_group(backend=backend)
-    return device, True
 
 
 def _per_residue(text: str | None, records: list[tuple[str, str]], fasta: Path) -> bool | list[str]:
@@ -108,6 +88,7 @@ def _plan(args: argparse.Namespace, records, aliases, options, per_residue, stor
 def run_embed(args: argparse.Namespace) -> int:
     """Run ``revdistill embed``; return the exit status. Everything is checked before any embedding starts."""
     from revdistill.cli.common import check_device, check_output
+    from revdistill.esm.distributed import join_process_group, leave_process_group, rank_world
     from revdistill.esm.models.registry import parse_models
     from revdistill.esm.runner import EmbedOptions, LocalEmbedder, default_dtype
     from revdistill.esm.sequences import read_fasta
@@ -125,11 +106,9 @@ def run_embed(args: argparse.Namespace) -> int:
     store = EmbeddingStore(args.out)
     missing = _plan(args, records, aliases, options, per_residue, store)
     logger.info("%d of %d record(s) to embed into %s", len(missing), len(records), args.out)
-    device, initialised = _distributed_setup(device)
+    device, initialised = join_process_group(device)
     try:
-        import torch.distributed as dist
-
-        rank = dist.get_rank() if dist.is_initialized() else 0
+        rank, _ = rank_world()
         options = replace(options, device=device, progress=options.progress and rank == 0)
         added = LocalEmbedder(options).embed(store, records, aliases, per_residue=per_residue)
         if rank == 0:
@@ -137,6 +116,5 @@ def run_embed(args: argparse.Namespace) -> int:
             print(f"{args.out}: added {added} record(s); {info['n_records']} records, "
                   f"{info['n_residues']} residues, models {','.join(info['models'])}")
     finally:
-        if initialised:
-            dist.destroy_process_group()
+        leave_process_group(initialised)
     return 0

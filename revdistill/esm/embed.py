@@ -45,7 +45,8 @@ from revdistill.esm.sequences import validate_records
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ATTENTION_MODES", "MAX_RESIDUES", "EmbeddingResult", "LadderEmbedder", "embed", "stock_forward"]
+__all__ = ["ATTENTION_MODES", "MAX_RESIDUES", "WINDOW_OVERLAP", "EmbeddingResult", "LadderEmbedder", "embed",
+           "stock_forward"]
 
 #: Batch layouts of :class:`LadderEmbedder` (``"auto"``: packed on CUDA, padded elsewhere).
 ATTENTION_MODES = ("auto", "packed", "padded")

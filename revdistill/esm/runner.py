@@ -213,11 +213,9 @@ class LocalEmbedder:
 
 def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
     if rank is None or world_size is None:
-        import torch.distributed as dist
+        from revdistill.esm.distributed import rank_world
 
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-        return 0, 1
+        return rank_world()
     if not 0 <= int(rank) < int(world_size):
         raise ValueError(f"rank={rank} must be between 0 and world_size-1={int(world_size) - 1}")
     return int(rank), int(world_size)

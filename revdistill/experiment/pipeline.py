@@ -15,7 +15,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,7 +32,7 @@ from revdistill.experiment.tasks import Task
 logger = logging.getLogger(__name__)
 
 __all__ = ["RESULT_COLUMNS", "ExperimentResult", "TaskResult", "run_experiment", "pooled_rows", "default_store_path",
-           "NOT_COMPARABLE"]
+           "NOT_COMPARABLE", "summarize", "caption", "variant_summary"]
 
 RESULT_COLUMNS = (
     "assay", "scheme", "fit_on", "representation", "model", "dim", "spearman", "mse", "n_variants",
@@ -106,25 +106,48 @@ class ExperimentResult:
         return tuple(scheme for scheme in self.protocol.schemes if scheme in ran)
 
     def summary(self, how: Sequence[str] = ("proteingym", "mean")) -> pd.DataFrame:
-        """Spearman per series averaged over schemes and tasks, with intervals.
-
-        Several tasks: ProteinGym's average and the plain mean, bootstrap over UniProt × function units
-        / assays (:func:`~revdistill.experiment.aggregate.aggregate`). One task: its Spearman averaged
-        over schemes, bootstrap over variants (the same resampled variants for every scheme and series).
-        """
-        protocol = self.protocol
-        if len(self.tasks) > 1:
-            return aggregate(self.table, how=how, n_bootstrap=protocol.n_bootstrap, ci=protocol.ci,
-                             seed=protocol.bootstrap_seed)
-        return _variant_summary(self.tasks[0], protocol)
+        """Spearman per series averaged over schemes and tasks, with intervals (:func:`summarize`)."""
+        variants = {result.task.name: (result.task.scores, result.predictions) for result in self.tasks}
+        return summarize(self.table, variants, self.protocol, how=how)
 
     def caption(self) -> str:
-        """What produced these numbers, in two lines: the protocol and the ladders."""
-        names = ", ".join(result.task.name for result in self.tasks[:3]) + (
-            f" and {len(self.tasks) - 3} more" if len(self.tasks) > 3 else "")
-        ladders = "; ".join(ladder.describe() for ladder in self.ladders)
-        return (f"{names} · models {' → '.join(self.models)} · {self.protocol.describe(self.schemes)} "
-                f"({NOT_COMPARABLE})\n{ladders}")
+        """What produced these numbers, in two lines: the protocol and the ladders (:func:`caption`)."""
+        return caption([result.task.name for result in self.tasks], self.models, self.protocol, self.schemes,
+                       self.ladders)
+
+
+def summarize(table: pd.DataFrame, variants: Mapping[str, tuple[np.ndarray, Mapping[PredictionKey, np.ndarray]]],
+              protocol: Protocol, how: Sequence[str] = ("proteingym", "mean")) -> pd.DataFrame:
+    """Spearman per series averaged over schemes and tasks, with intervals.
+
+    Several tasks: ProteinGym's average and the plain mean, bootstrap over UniProt × function units
+    / assays (:func:`~revdistill.experiment.aggregate.aggregate`). One task: its Spearman averaged
+    over schemes, bootstrap over variants (the same resampled variants for every scheme and series).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Rows of :data:`RESULT_COLUMNS`.
+    variants : mapping
+        Assay name -> (true scores in record order ``(n_records,)``, out-of-fold predictions by
+        :data:`PredictionKey`); used for one task only.
+    protocol : Protocol
+    """
+    if table["assay"].nunique() > 1:
+        return aggregate(table, how=how, n_bootstrap=protocol.n_bootstrap, ci=protocol.ci,
+                         seed=protocol.bootstrap_seed)
+    name = str(table["assay"].iloc[0])
+    scores, predictions = variants[name]
+    return variant_summary(name, table, scores, predictions, protocol)
+
+
+def caption(names: Sequence[str], models: Sequence[str], protocol: Protocol, schemes: Sequence[str],
+            ladders: Sequence[ReferenceLadder]) -> str:
+    """Two lines naming what produced a table: tasks, models, protocol as it ran, then the ladders."""
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    described = "; ".join(ladder.describe() for ladder in ladders)
+    return (f"{shown} · models {' → '.join(models)} · {protocol.describe(schemes)} "
+            f"({NOT_COMPARABLE})\n{described}")
 
 
 def run_experiment(tasks: Sequence[Task], models: Sequence[str], ladders: Sequence[ReferenceLadder],
@@ -271,7 +294,8 @@ def _row(task: Task, scheme: str, key: FeatureKey, result: Any, ladder: Referenc
     }
 
 
-def _variant_summary(result: TaskResult, protocol: Protocol) -> pd.DataFrame:
+def variant_summary(name: str, table: pd.DataFrame, scores: np.ndarray,
+                    predictions: Mapping[PredictionKey, np.ndarray], protocol: Protocol) -> pd.DataFrame:
     """One task: Spearman averaged over schemes per series, bootstrap interval over variants.
 
     Each replicate resamples the variants (the same resample for every scheme and series) and takes
@@ -281,19 +305,18 @@ def _variant_summary(result: TaskResult, protocol: Protocol) -> pd.DataFrame:
     """
     from scipy.stats import rankdata
 
-    table = result.table
     keys = series_keys(table)
-    n = len(result.task.scores)
+    n = len(scores)
     rng = np.random.default_rng(protocol.bootstrap_seed)
     resamples = rng.integers(0, n, size=(protocol.n_bootstrap, n))
-    score_ranks = rankdata(result.task.scores)[resamples]
+    score_ranks = rankdata(scores)[resamples]
     rows_out = []
     for values, group in table.groupby(keys, sort=False):
         row = dict(zip(keys, values))
         value = float(group["spearman"].mean(skipna=False))
         replicates = np.zeros(len(resamples))
         for scheme in group["scheme"]:
-            prediction = result.predictions[(scheme, row.get("fit_on", ""), row["representation"], row["model"],
+            prediction = predictions[(scheme, row.get("fit_on", ""), row["representation"], row["model"],
                                              int(row["dim"]))]
             replicates += _pearson_rows(rankdata(prediction)[resamples], score_ranks)
         replicates /= len(group)
@@ -301,7 +324,7 @@ def _variant_summary(result: TaskResult, protocol: Protocol) -> pd.DataFrame:
         low, high = (np.quantile(good, [(1 - protocol.ci) / 2, (1 + protocol.ci) / 2])
                      if len(good) and math.isfinite(value) else (math.nan, math.nan))
         row.update({"dim": int(row["dim"]), "scheme": "average", "aggregation": "single assay",
-                    "aggregation_label": f"{result.task.name} (one assay)", "metric": "spearman", "value": value,
+                    "aggregation_label": f"{name} (one assay)", "metric": "spearman", "value": value,
                     "ci_low": float(low), "ci_high": float(high),
                     "se": float(good.std(ddof=1)) if len(good) > 1 else math.nan, "n_assays": 1,
                     "n_missing": int(not math.isfinite(value)), "coverage": protocol.ci,

@@ -65,6 +65,14 @@ class ModelSpec:
         """Width of one attention head."""
         return self.dim // self.heads
 
+    def forward_flops(self, length: int) -> float:
+        """Useful forward FLOPs per residue of a ``length``-residue input (no padding counted).
+
+        ``24·layers·dim²`` (attention projections and the 4× feed-forward, 2 FLOPs per multiply-add)
+        plus ``4·layers·dim·length`` (attention scores and their weighted sum).
+        """
+        return 24.0 * self.layers * self.dim ** 2 + 4.0 * self.layers * self.dim * int(length)
+
 
 #: The trained ESM-2 family, small to large.
 ESM2_MODELS: tuple[ModelSpec, ...] = (
