@@ -111,6 +111,7 @@ def _protocol(args: argparse.Namespace):
 def _run(args: argparse.Namespace, assays: list[str], protocol) -> int:
     from revdistill.esm.runner import LocalEmbedder, resolve_models
     from revdistill.esm.store import EmbeddingStore
+    from revdistill.experiment.paired import format_paired, read_summary, write_summary
     from revdistill.experiment.pipeline import default_store_path, run_experiment
     from revdistill.experiment.tasks import read_task
     from revdistill.proteingym import load_reference
@@ -131,6 +132,10 @@ def _run(args: argparse.Namespace, assays: list[str], protocol) -> int:
                             progress=_progress_printer() if args.progress else None)
     table = result.table
     write_csv(table, args.out)
+    variants = result.variants
+    summary_csv = write_summary(args.out, table, variants, n_bootstrap=protocol.n_bootstrap, ci=protocol.ci,
+                                seed=protocol.bootstrap_seed)
+    print(format_paired(read_summary(summary_csv)))
     summary = result.summary()
     columns = [c for c in ("fit_on", "representation", "model", "dim", "aggregation", "value", "ci_low", "ci_high",
                            "n_assays", "n_missing") if c in summary.columns]
@@ -139,8 +144,8 @@ def _run(args: argparse.Namespace, assays: list[str], protocol) -> int:
     for row in notes.drop_duplicates().itertuples(index=False):
         print(f"note: {row.assay} {row.representation} {row.model} dim {row.dim}: {row.note}", file=sys.stderr)
     print(result.caption(), file=sys.stderr)
-    print(f"wrote {len(table)} rows for {table['assay'].nunique()} assay(s) to {args.out} (store: {store_path})",
-          file=sys.stderr)
+    print(f"wrote {len(table)} rows for {table['assay'].nunique()} assay(s) to {args.out} (store: {store_path}); "
+          f"paired differences to {summary_csv}", file=sys.stderr)
     return 0
 
 

@@ -29,7 +29,7 @@ from revdistill.experiment.aggregate import aggregate, interval, variant_replica
 from revdistill.experiment.protocol import LADDER_FREE
 
 __all__ = ["COMPARISONS", "PAIRED_COLUMNS", "paired_summary", "paired_differences", "summary_path",
-           "write_summary", "format_paired"]
+           "write_summary", "read_summary", "format_paired", "TIE"]
 
 #: ``comparison -> (first representation, second representation, label)``: delta = first − second.
 COMPARISONS: dict[str, tuple[str, str, str]] = {
@@ -217,6 +217,23 @@ def write_summary(out_csv: str | Path, table: pd.DataFrame, variants: Variants |
     path = summary_path(out_csv)
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_atomically(path, lambda temporary: summary.to_csv(temporary, index=False))
+
+
+def read_summary(path: str | Path) -> pd.DataFrame:
+    """Read a summary written by :func:`write_summary` (empty ids stay empty strings, not NaN)."""
+    path = Path(path)
+    summary = pd.read_csv(path)
+    missing = [c for c in ("comparison", "dim", "delta", "ci_low", "ci_high", "n_assays", "wins", "losses")
+               if c not in summary.columns]
+    if missing:
+        raise ValueError(f"{path} is not a paired summary: it lacks column(s) {missing}")
+    unknown = sorted(set(summary["comparison"]) - set(COMPARISONS))
+    if unknown:
+        raise ValueError(f"{path}: comparison(s) {unknown} are unknown; known: {list(COMPARISONS)}")
+    for column in ("fit_on", "ladder_id", "protocol_id", "model", "interval", "aggregation"):
+        if column in summary.columns:
+            summary[column] = summary[column].fillna("").astype(str)
+    return summary
 
 
 def format_paired(summary: pd.DataFrame, aggregation: str | None = None) -> str:

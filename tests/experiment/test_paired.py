@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from revdistill.experiment.paired import PAIRED_COLUMNS, paired_differences, paired_summary, summary_path, write_summary
+from revdistill.experiment.paired import (PAIRED_COLUMNS, paired_differences, paired_summary, read_summary,
+                                         summary_path, write_summary)
 
 SCHEMES = ("fold_random_5", "fold_modulo_5", "fold_contiguous_5")
 DIMS = {"a": 32, "b": 48, "c": 64}
@@ -157,6 +158,7 @@ def test_same_seed_same_bytes(tmp_path):
     second = write_summary(tmp_path / "b" / "run.csv", table, n_bootstrap=200)
     digest = [hashlib.sha256(path.read_bytes()).hexdigest() for path in (first, second)]
     assert digest[0] == digest[1]
+    pd.testing.assert_frame_equal(read_summary(first), paired_summary(table, n_bootstrap=200), check_dtype=False)
     other = paired_summary(table, n_bootstrap=200, seed=1)
     assert not np.array_equal(other["ci_low"], pd.read_csv(first)["ci_low"])
     scores, _, _, predictions, one = _one_assay(n=300)
