@@ -172,7 +172,6 @@ def paired_panel(figure, paired: pd.DataFrame, comparisons: Sequence[str], x_of,
     combined.update_xaxes(type=figure.layout.xaxis.type, row=2, col=1)
     combined.update_xaxes(title_text=None, row=1, col=1)
     combined.update_xaxes(title_text=figure.layout.xaxis.title.text, row=2, col=1)
-    combined.add_hline(y=0, line=dict(color="#888", width=1), row=2, col=1)
     for comparison in comparisons:
         for fit_on, frame in chosen[chosen["comparison"] == comparison].groupby("fit_on", sort=False):
             frame = frame.assign(x=np.asarray(x_of(frame), dtype=float)).sort_values("x")
@@ -191,6 +190,7 @@ def paired_panel(figure, paired: pd.DataFrame, comparisons: Sequence[str], x_of,
                 line=dict(color=colour, dash=DASH.get(fit_on, "solid")), marker=dict(symbol="square", size=6),
                 hovertemplate="%{text}: %{y:+.3f} (wins %{customdata[0]}, losses %{customdata[1]} of "
                               "%{customdata[2]})<extra>" + name + "</extra>"), row=2, col=1)
+    combined.add_hline(y=0, line=dict(color="#888", width=1), row=2, col=1)  # after the traces: on a drawn panel
     combined.update_yaxes(title_text="paired Δ ρ", zeroline=True, row=2, col=1)
     return combined
 
