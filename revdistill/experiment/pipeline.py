@@ -132,12 +132,22 @@ class ExperimentResult:
                               seed=protocol.bootstrap_seed)
 
     def caption(self) -> str:
-        """What produced these numbers, in two lines: the protocol and the ladders."""
+        """What produced these numbers, in three lines: the protocol, the ladders, and the deviations from the
+        released method (corpus overlap with test wild types, exact PCA, long sequences, folds)."""
         names = ", ".join(result.task.name for result in self.tasks[:3]) + (
             f" and {len(self.tasks) - 3} more" if len(self.tasks) > 3 else "")
         ladders = "; ".join(ladder.describe() for ladder in self.ladders)
         return (f"{names} · models {' → '.join(self.models)} · {self.protocol.describe(self.schemes)} "
-                f"({NOT_COMPARABLE})\n{ladders}")
+                f"({NOT_COMPARABLE})\n{ladders}\n{'; '.join(note.short for note in self.notes())}")
+
+    def notes(self) -> list:
+        """Where this run departs from the released method and ProteinGym
+        (:func:`~revdistill.experiment.deviations.method_notes`)."""
+        from revdistill.experiment.deviations import method_notes
+
+        wild_types = {result.task.name: result.task.target_seq for result in self.tasks if result.task.target_seq}
+        return method_notes(self.table, [getattr(ladder.ladder, "provenance_", None) for ladder in self.ladders],
+                            wild_types=wild_types)
 
 
 def run_experiment(tasks: Sequence[Task], models: Sequence[str], ladders: Sequence[ReferenceLadder],

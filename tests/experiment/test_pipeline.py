@@ -75,6 +75,10 @@ def test_single_assay_summary_has_variant_intervals(tasks, tiny_ladders, tmp_pat
     assert row["ci_low"] < row["value"] < row["ci_high"] and row["ci_high"] - row["ci_low"] < 0.3
     caption = result.caption()
     assert FAST.id in caption and tiny_ladders["nested"].ladder_id in caption and "not comparable" in caption
+    notes = caption.splitlines()[2]
+    assert "ladder corpus (ProteinGym wild types) contains 1 of 1 test wild type" in notes
+    assert "exact PCA (released: IncrementalPCA" in notes and "sequences > 1022: window (0 assay(s))" in notes
+    assert "folds random: 1 generated; modulo: 1 generated" in notes and "fit on nested" in notes
     # paired answers on one assay: level 1 is ESM-2 itself (the same predictions), so RD − ESM-2 is exactly 0
     paired = result.paired().set_index(["comparison", "dim"])
     assert set(paired.index.get_level_values(0)) == {"rd-esm2", "rd-naive", "prefix-truncated"}
