@@ -126,7 +126,8 @@ def method_notes(table: pd.DataFrame, provenances: Sequence[Mapping[str, Any] | 
     counts = fold_source_counts(table)
     if not counts.empty:
         parts = [f"{scheme.replace('fold_', '').replace('_5', '')}: "
-                 + ", ".join(f"{int(n)} {source}" for source, n in row.items() if n) for scheme, row in counts.iterrows()]
+                 + ", ".join(f"{int(n)} {source}" for source, n in row.items() if n)
+                 for scheme, row in counts.iterrows()]
         generated = int(counts.get("generated", pd.Series(dtype=int)).sum())
         notes.append(Note(
             "folds", "folds " + "; ".join(parts),

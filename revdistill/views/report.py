@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["LoadedResults", "load_results", "read_results_table", "report_html", "write_report", "results_folder",
-           "REPORT_GENERATOR"]
+           "results_figures", "REPORT_GENERATOR"]
 
 #: Marks a page written by :func:`write_report` (``revdistill report`` replaces only such a file).
 REPORT_GENERATOR = "revdistill report"
@@ -58,6 +58,16 @@ class LoadedResults:
     @property
     def assays(self) -> list[str]:
         return list(dict.fromkeys(self.table["assay"]))
+
+    @property
+    def ladder_ids(self) -> list[str]:
+        return sorted(set(self.table.get("ladder_id", pd.Series(dtype=str))) - {""})
+
+    def notes(self, cache: str | Path | None = None) -> list:
+        """:func:`~revdistill.experiment.deviations.method_notes` of the table, with the cached ladders' provenance."""
+        from revdistill.experiment.deviations import ladder_provenance, method_notes
+
+        return method_notes(self.table, [ladder_provenance(i, cache) for i in self.ladder_ids] or [None])
 
     def caption(self) -> str:
         """Two lines: what the table holds and the ids that produced it."""
@@ -176,6 +186,16 @@ def _job_results(folder: Path):
     return table, variants
 
 
+def results_figures(loaded: LoadedResults, *, data_dir: str | Path | None = None, caption: str = ""):
+    """The scaling figures of loaded results, each with its paired-difference panel: ``(by size, by prefix)``."""
+    from revdistill.views.figures import prefix_figure, scaling_figure
+
+    return (scaling_figure(loaded.summary, caption=caption, data_dir=data_dir, paired=loaded.paired,
+                           title=f"Spearman vs model size · {loaded.name}"),
+            prefix_figure(loaded.summary, caption=caption, paired=loaded.paired,
+                          title=f"Spearman vs prefix dimension · {loaded.name}"))
+
+
 # ----------------------------------------------------------------------------------------------- the page
 _STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 24px auto; max-width: 1240px;
@@ -278,13 +298,14 @@ def report_html(loaded: LoadedResults, *, data_dir: str | Path | None = None, ca
     from revdistill.experiment.deviations import ladder_provenance, method_notes
     from revdistill.views.figures import prefix_figure, scaling_figure
 
-    table, caption = loaded.table, loaded.caption()
-    ladder_ids = sorted(set(table.get("ladder_id", pd.Series(dtype=str))) - {""})
+    table = loaded.table
+    ladder_ids = loaded.ladder_ids
     provenances = [ladder_provenance(ladder_id, cache) for ladder_id in ladder_ids]
     notes = method_notes(table, provenances or [None])
+    caption = loaded.caption() + "\n" + "; ".join(note.short for note in notes)
     reference = zero_shot_reference(data_dir)
-    figures = [scaling_figure(loaded.summary, caption=caption, data_dir=data_dir, paired=loaded.paired),
-               prefix_figure(loaded.summary, caption=caption, paired=loaded.paired)]
+    figures = [scaling_figure(loaded.summary, data_dir=data_dir, paired=loaded.paired),
+               prefix_figure(loaded.summary, paired=loaded.paired)]  # the caption is the page's first paragraph
     config = {"displaylogo": False, "responsive": True}
     divs = "".join("<div>" + figure.update_layout(width=600).to_html(
         include_plotlyjs=False, full_html=False, config=config, div_id=f"figure-{i}") + "</div>"

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from revdistill.experiment.protocol import REPRESENTATIONS, SCHEME_LABELS
 
-__all__ = ["COLOURS", "PAIRED_COLOURS", "DASH", "FIT_ON_LABELS", "METRIC_LABELS", "SCHEME_LABELS", "series_name", "TEMPLATE"]
+__all__ = ["COLOURS", "PAIRED_COLOURS", "DASH", "FIT_ON_LABELS", "METRIC_LABELS", "SCHEME_LABELS", "series_name",
+           "TEMPLATE"]
 
 TEMPLATE = "plotly_white"
 #: One colour per representation (the zero-shot reference is grey).

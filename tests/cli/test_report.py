@@ -15,8 +15,8 @@ from revdistill.views.report import load_results
 pytestmark = pytest.mark.slow  # one tiny benchmark of two assays (~25 s on 2 cores), shared by the module
 
 #: A reference to anything outside the page: a script/link/image source, a CSS import or url().
-EXTERNAL = re.compile(r"""(?:\b(?:src|href)\s*=\s*["']?\s*(?:https?:)?//)|(?:@import)|(?:url\(\s*["']?\s*(?:https?:)?//)""",
-                      re.IGNORECASE)
+EXTERNAL = re.compile(r"""(?:\b(?:src|href)\s*=\s*["']?\s*(?:https?:)?//)|(?:@import)"""
+                      r"""|(?:url\(\s*["']?\s*(?:https?:)?//)""", re.IGNORECASE)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,8 @@ def test_report_errors_name_the_file(results, tmp_path, capsys):
     other = tmp_path / "other.csv"
     other.write_text("mutant,DMS_score\nA1C,0.5\n")
     assert main(["report", str(other)]) == 2
-    assert re.search(r"other.csv is not a results table of `revdistill proteingym`: it lacks column", capsys.readouterr().err)
+    assert re.search(r"other.csv is not a results table of `revdistill proteingym`: it lacks column",
+                     capsys.readouterr().err)
     precious = tmp_path / "notes.html"
     precious.write_text("<html>mine</html>")
     assert main(["report", str(results), "--out", str(precious)]) == 2

@@ -105,7 +105,8 @@ def test_lower_panel_shows_the_paired_differences_with_bands_and_zero_line():
     upper = [trace for trace in figure.data if trace.yaxis == "y"]
     lower = [trace for trace in figure.data if trace.yaxis == "y2"]
     assert [trace.name for trace in upper] == ["ESM-2", "reverse-distilled", "naive concat+PCA"]
-    assert [trace.name for trace in lower] == ["RD − ESM-2 interval", "RD − ESM-2", "RD − naive interval", "RD − naive"]
+    assert [trace.name for trace in lower] == ["RD − ESM-2 interval", "RD − ESM-2", "RD − naive interval",
+                                               "RD − naive"]
     expected = paired[(paired["aggregation"] == "proteingym") & (paired["comparison"] == "rd-esm2")].sort_values("dim")
     np.testing.assert_allclose(lower[1].y, expected["delta"])
     np.testing.assert_allclose(lower[1].x, [7.5e6, 34e6, 148e6])
