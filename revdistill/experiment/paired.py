@@ -165,19 +165,24 @@ def _one_assay(differences: pd.DataFrame, assay: str, variants: Variants | None,
         resamples, score_ranks = variant_resamples(np.asarray(scores, dtype=np.float64), n_bootstrap, seed)
     rows = []
     keys = ["comparison", "fit_on", "model", "dim"]
+    memo: dict[tuple, np.ndarray] = {}  # one prediction's replicates, shared by the comparisons it is in
+
+    def replicates(key: tuple) -> np.ndarray:
+        if key not in memo:
+            memo[key] = variant_replicates([_prediction(predictions, assay, *key)], resamples, score_ranks)
+        return memo[key]
+
     for values, group in differences.groupby(keys, sort=False):
         row = dict(zip(keys, values))
         delta = float(group["spearman"].mean(skipna=False))
         low = high = se = math.nan
         if resampled:
             second_fit = "" if group["second"].iloc[0] in LADDER_FREE else row["fit_on"]
-            first = [_prediction(predictions, assay, pair.scheme, row["fit_on"], pair.first, pair.first_model,
-                                 row["dim"]) for pair in group.itertuples()]
-            second = [_prediction(predictions, assay, pair.scheme, second_fit, pair.second, pair.second_model,
-                                  row["dim"]) for pair in group.itertuples()]
-            replicates = (variant_replicates(first, resamples, score_ranks)
-                          - variant_replicates(second, resamples, score_ranks))
-            low, high, se = interval(replicates, ci, delta)
+            first = sum(replicates((pair.scheme, row["fit_on"], pair.first, pair.first_model, int(row["dim"])))
+                        for pair in group.itertuples()) / len(group)
+            second = sum(replicates((pair.scheme, second_fit, pair.second, pair.second_model, int(row["dim"])))
+                         for pair in group.itertuples()) / len(group)
+            low, high, se = interval(first - second, ci, delta)
         row.update({"scheme": "average", "aggregation": "single assay",
                     "aggregation_label": f"{assay} (one assay)", "delta": delta, "ci_low": low, "ci_high": high,
                     "se": se, "n_assays": int(math.isfinite(delta)), "n_missing": int(not math.isfinite(delta)),
