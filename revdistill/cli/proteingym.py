@@ -219,10 +219,15 @@ def _compute(folder, spec, load_task, ladders, protocol, embedder, sizes, store_
 def _write(args, folder, spec, protocol, ladders, store_path) -> int:
     """Assemble --out from the committed parts (fixed order) and print the summary."""
     from revdistill.experiment.job import load_results
+    from revdistill.experiment.deviations import method_notes
+    from revdistill.experiment.paired import format_paired, read_summary, write_summary
     from revdistill.experiment.pipeline import caption, summarize
 
     table, variants = load_results(folder)
     write_csv(table, args.out)
+    summary_csv = write_summary(args.out, table, variants, n_bootstrap=protocol.n_bootstrap, ci=protocol.ci,
+                                seed=protocol.bootstrap_seed)
+    print(format_paired(read_summary(summary_csv)))
     summary = summarize(table, variants, protocol)
     columns = [c for c in ("fit_on", "representation", "model", "dim", "aggregation", "value", "ci_low", "ci_high",
                            "n_assays", "n_missing") if c in summary.columns]
@@ -232,8 +237,10 @@ def _write(args, folder, spec, protocol, ladders, store_path) -> int:
         print(f"note: {row.assay} {row.representation} {row.model} dim {row.dim}: {row.note}", file=sys.stderr)
     schemes = [scheme for scheme in protocol.schemes if scheme in set(table["scheme"])]
     print(caption(list(spec.assays), spec.models, protocol, schemes, ladders), file=sys.stderr)
+    provenances = [getattr(ladder.ladder, "provenance_", None) for ladder in ladders]
+    print("; ".join(note.short for note in method_notes(table, provenances)), file=sys.stderr)
     print(f"wrote {len(table)} rows for {table['assay'].nunique()} assay(s) to {args.out} (results: {folder}; "
-          f"store: {store_path})", file=sys.stderr)
+          f"store: {store_path}); paired differences to {summary_csv}", file=sys.stderr)
     return 0
 
 

@@ -188,6 +188,46 @@ def test_scaling_curves_and_exports(app):
     assert "revdistill-scaling.html" in panel.downloads.value
     reference = panel.size_figure.data[3]
     assert list(reference.text)[:3] == ["8M", "35M", "150M"]
+    paired = app.state.analysis.result.paired()
+    lower = [trace for trace in panel.size_figure.data if trace.yaxis == "y2"]
+    rd_esm2 = paired[paired["comparison"] == "rd-esm2"].sort_values("dim")
+    assert [trace.name for trace in lower][1::2] == ["RD − ESM-2", "RD − naive"]
+    assert_allclose(lower[1].y, rd_esm2["delta"]) and lower[1].y[0] == 0  # level 1 is ESM-2 itself
+    assert "revdistill-paired.csv" in panel.downloads.value
+
+
+def test_load_results_shows_a_finished_run(app, options, tmp_path):
+    from datetime import datetime, timezone
+
+    from revdistill.experiment.paired import write_summary
+
+    panel, errors = app.scaling, app.state.errors
+    analysis = app.state.analysis
+    table = pd.concat([analysis.result.table, analysis.result.table.assign(assay="copy", uniprot_id="copy")])
+    out = Path(options.cache_dir) / "cluster" / "run.csv"
+    out.parent.mkdir(exist_ok=True)
+    table.to_csv(out, index=False)
+    write_summary(out, table, n_bootstrap=50)
+    panel.results_path.value = str(out)
+    panel.load_button.click()
+    assert errors == [] and panel.loaded.name == "run.csv" and panel.analysis is None
+    assert "Loaded run.csv" in panel.status.value and "run.summary.csv" in panel.status.value
+    lower = [trace for trace in panel.prefix_figure.data if trace.yaxis == "y2"]
+    assert lower[-1].name == "RD prefix − largest ESM-2 truncated" and len(lower[-1].y) > 3
+    assert "ladder corpus" in panel.caption.value and "Download paired differences" in panel.downloads.value
+    panel.on_prepare_html()
+    assert "revdistill-scaling.html" in panel.downloads.value
+    outside = tmp_path / "run.csv"
+    table.to_csv(outside, index=False)
+    panel.results_path.value = str(outside)
+    panel.load_button.click()
+    assert len(errors) == 1 and "can be opened here; upload the CSV instead" in errors[0].message
+    errors.clear()
+    panel.results_upload.value = ({"name": "up.csv", "content": memoryview(outside.read_bytes()), "size": 1,
+                                   "type": "text/csv", "last_modified": datetime.now(timezone.utc)},)
+    panel.load_button.click()
+    assert errors == [] and panel.loaded.name == "up.csv" and panel.loaded.sources["paired"].startswith("recomputed")
+    panel.results_upload.value = ()
 
 
 # -- errors are shown in the app --------------------------------------------------------------------
