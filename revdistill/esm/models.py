@@ -22,8 +22,6 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -115,6 +113,8 @@ WEIGHTS_ENV = "REVDISTILL_WEIGHTS"
 
 def _default_weights_dir() -> Path:
     """``$REVDISTILL_WEIGHTS`` when set, else fair-esm's cache ``torch.hub.get_dir()/checkpoints``."""
+    import torch  # noqa: PLC0415 - the registry itself never needs torch
+
     explicit = os.environ.get(WEIGHTS_ENV)
     if explicit:
         return Path(explicit).expanduser()
@@ -203,6 +203,8 @@ def load_esm2(
     revdistill._download.DownloadError, revdistill._download.ChecksumError
         ``download=True`` and the download failed (offline, HTTP error, disk full, digest mismatch).
     """
+    import torch  # noqa: PLC0415 - the registry itself never needs torch
+
     import esm
 
     candidate = Path(str(name_or_alias))
@@ -263,6 +265,8 @@ def tiny_esm2(
     model : esm.model.esm2.ESM2 (eval mode, CPU, float32)
     alphabet : esm.data.Alphabet (``ESM-1b``)
     """
+    import torch  # noqa: PLC0415 - the registry itself never needs torch
+
     from esm.data import Alphabet
     from esm.model.esm2 import ESM2
 
@@ -314,6 +318,8 @@ def save_esm2_checkpoint(model: torch.nn.Module, path: str | Path) -> tuple[Path
     -------
     (model_path, regression_path) : tuple of Path
     """
+    import torch  # noqa: PLC0415 - the registry itself never needs torch
+
     path = Path(path)
     if path.suffix != ".pt" or not path.stem.startswith("esm2"):
         raise ValueError(f"path={str(path)!r} must be an 'esm2*.pt' file name so fair-esm can read it back")
