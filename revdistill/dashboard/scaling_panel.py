@@ -71,7 +71,7 @@ class ScalingPanel:
         self.size_figure, self.prefix_figure = (as_figure_widget(figure.update_layout(height=460, width=580))
                                                 for figure in figures)
         replace_widgets(self.figures, (self.size_figure, self.prefix_figure), old)
-        table = analysis.result.table
+        table = analysis.table
         self.status.value = (f"<span class='rd-hint'>{len(table)} probes on {html.escape(analysis.task.name)} "
                              f"(target: {html.escape(analysis.task.target)}).</span>")
         self.caption.value = "<div class='rd-hint'>" + "<br>".join(
@@ -81,7 +81,7 @@ class ScalingPanel:
 
     @staticmethod
     def _table_links(analysis: Any) -> str:
-        results = analysis.result.table.to_csv(index=False).encode()
+        results = analysis.table.to_csv(index=False).encode()
         summary = analysis.summary.to_csv(index=False).encode()
         return (download_link(results, "revdistill-results.csv", "text/csv", "Download results (CSV)") + " · "
                 + download_link(summary, "revdistill-summary.csv", "text/csv", "Download summary (CSV)"))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,13 +113,22 @@ WEIGHTS_ENV = "REVDISTILL_WEIGHTS"
 
 
 def _default_weights_dir() -> Path:
-    """``$REVDISTILL_WEIGHTS`` when set, else fair-esm's cache ``torch.hub.get_dir()/checkpoints``."""
-    import torch  # noqa: PLC0415 - the registry itself never needs torch
+    """``$REVDISTILL_WEIGHTS`` when set, else fair-esm's cache ``torch.hub.get_dir()/checkpoints``.
 
+    Without importing torch when this process has not: then nobody here can have called
+    ``torch.hub.set_dir``, and the folder is torch's default rule (``$TORCH_HOME/hub``, else
+    ``$XDG_CACHE_HOME/torch/hub``, else ``~/.cache/torch/hub``), so a visitor's kernel stays light.
+    """
     explicit = os.environ.get(WEIGHTS_ENV)
     if explicit:
         return Path(explicit).expanduser()
-    return Path(torch.hub.get_dir()) / "checkpoints"
+    torch = sys.modules.get("torch")
+    if torch is not None or os.environ.get("TORCH_HUB"):  # TORCH_HUB: torch's own (deprecated) override
+        import torch  # noqa: PLC0415
+
+        return Path(torch.hub.get_dir()) / "checkpoints"
+    home = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "torch")
+    return Path(home).expanduser() / "hub" / "checkpoints"
 
 
 def checkpoint_paths(name_or_alias: str, weights_dir: str | Path | None = None) -> tuple[Path, Path]:

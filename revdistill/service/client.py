@@ -301,10 +301,10 @@ class ServiceCompute:
 class LocalCompute:
     """The same operations in this process (scripts and tests; imports the compute stack here)."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int | None = None) -> None:
         from revdistill.service.jobs import Context  # noqa: PLC0415
 
-        self.context = Context()
+        self.context = Context(threads=threads)
 
     def __call__(self, op: str, header: Mapping[str, Any], arrays: Mapping[str, Any] | None = None, *,
                  progress: FractionProgress | None = None, cancel: threading.Event | None = None) -> Reply:

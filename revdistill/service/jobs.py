@@ -164,7 +164,7 @@ class Context:
             task = decode_task(header["task"], arrays)
             choices = Choices(**{**header["choices"], "models": tuple(header["choices"]["models"])})
             protocol = Protocol(**{name: tuple(value) if isinstance(value, list) else value
-                                   for name, value in header["protocol"].items()})
+                                   for name, value in header["probe_protocol"].items()})
             known = compute_analysis(task, choices, protocol, embedder=self._analysis_embedder(header),
                                      cache=header.get("cache"), progress=progress)
             with self.guard:
