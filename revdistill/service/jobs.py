@@ -52,6 +52,7 @@ class Context:
         self.analyses: collections.OrderedDict[str, Any] = collections.OrderedDict()
         self.loads: dict[str, int] = {}
         self.modules: dict[str, list[weakref.ref]] = {}  # alias -> every module loaded (alive while in memory)
+        self.requests: collections.Counter = collections.Counter()  # op -> jobs run (cached answers included)
         self.computed: collections.Counter = collections.Counter()  # op -> computations actually run
         self.last_active = time.monotonic()
 
@@ -61,7 +62,9 @@ class Context:
         handler = getattr(self, f"_op_{op}", None) if op in OPERATIONS else None
         if handler is None:
             raise ValueError(f"op={op!r} must be one of {list(OPERATIONS)}")
-        self.computed[op] += 1
+        self.requests[op] += 1
+        if op != "analysis":  # an analysis counts when it is not in memory yet
+            self.computed[op] += 1
         try:
             return handler(dict(header), dict(arrays), progress, key)
         finally:
@@ -161,6 +164,7 @@ class Context:
         with self.guard:
             known = self.analyses.get(key)
         if known is None:
+            self.computed["analysis"] += 1
             task = decode_task(header["task"], arrays)
             choices = Choices(**{**header["choices"], "models": tuple(header["choices"]["models"])})
             protocol = Protocol(**{name: tuple(value) if isinstance(value, list) else value
