@@ -175,7 +175,7 @@ def decode_frame(spec: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> A
         if kind == "array":
             data[column] = np.array(arrays[value])
         elif kind == "list":
-            data[column] = pd.Series(value, dtype=object if any(v is None for v in value) else None)
+            data[column] = pd.Series(value)
         else:
             raise ValueError(f"service protocol: column {column!r} has kind {kind!r}; allowed: 'array', 'list'")
     return pd.DataFrame(data, index=pd.RangeIndex(int(spec["n_rows"])))

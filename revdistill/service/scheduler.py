@@ -2,8 +2,8 @@
 
 Every request becomes a :class:`Job` keyed by :func:`~.protocol.request_key`. A request whose key matches a
 queued or running job subscribes to it instead (one computation, every page gets the result). Queued jobs
-wait in one queue per visitor; the workers (a small thread pool) take the next job from the next visitor in
-turn, so a classmate's small request does not wait behind a long one, and a free worker can run it while
+wait in one queue per visitor; the workers (a small thread pool) take the next job of the visitor served least
+recently, so a classmate's small request does not wait behind a long one, and a free worker can run it while
 another worker is busy. A job whose last subscriber cancels or leaves is dropped from its queue, or, when it
 runs, stops at its next progress point (:meth:`Job.progress` raises :class:`~.protocol.Cancelled`).
 """
@@ -82,6 +82,8 @@ class Scheduler:
         self.queues: collections.OrderedDict[str, collections.deque[Job]] = collections.OrderedDict()
         self.active: dict[str, Job] = {}  # key -> queued or running job
         self.running = 0
+        self.served: dict[str, int] = {}  # visitor -> the turn they were last served
+        self.turn = 0
         self.counts = collections.Counter()  # started, shared, done, failed, cancelled, dropped
         self.stopping = False
         self.last_active = time.monotonic()
@@ -133,15 +135,18 @@ class Scheduler:
 
     # -------------------------------------------------------------------- internals
     def _next(self) -> Job | None:
-        """The first job of the next visitor in turn (that visitor moves to the back)."""
+        """The first job of the visitor served least recently (a newcomer first; ties: who came first)."""
         while not self.stopping:
-            for visitor in list(self.queues):
-                queue = self.queues.pop(visitor)
-                if queue:
-                    job = queue.popleft()
-                    if queue:
-                        self.queues[visitor] = queue  # back of the line
-                    return job
+            waiting = [visitor for visitor, queue in self.queues.items() if queue]
+            if waiting:
+                visitor = min(waiting, key=lambda name: self.served.get(name, -1))
+                self.turn += 1
+                self.served[visitor] = self.turn
+                queue = self.queues[visitor]
+                job = queue.popleft()
+                if not queue:
+                    del self.queues[visitor]
+                return job
             self.lock.wait()
         return None
 
