@@ -100,6 +100,7 @@ class Scheduler:
             if job is not None and not job.cancel.is_set():
                 job.subscribers += 1
                 self.counts["shared"] += 1
+                self.counts[f"shared {op}"] += 1
                 return job
             job = Job(key, op, visitor, header, arrays)
             self.active[key] = job
