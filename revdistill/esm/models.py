@@ -22,6 +22,10 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: the registry never imports torch
+    import torch
 
 logger = logging.getLogger(__name__)
 
