@@ -5,6 +5,7 @@ disk and shared by every visitor); the kernel receives the coordinates and draws
 """
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -121,11 +122,19 @@ class UmapPanel:
         if self.state.event_loop() is None:
             return
 
-        def ready(_seconds: float) -> None:
+        def ready() -> None:
             self._ready = True
             self.engine.value = self._engine_html(True)
 
-        self.state.run_task("UMAP engine", self.state.compute.warm_up, ready)
+        def warm_up() -> None:  # a thread of its own: the session's task thread stays free for the visitor
+            try:
+                self.state.compute.warm_up()
+            except Exception as error:  # noqa: BLE001 - shown in the app and logged
+                self.state.call_soon(self.state.report_error, "UMAP engine", error)
+            else:
+                self.state.call_soon(ready)
+
+        threading.Thread(target=warm_up, name="revdistill-umap-warm-up", daemon=True).start()
 
     # -- handlers ---------------------------------------------------------------------------------
     def update(self, analysis: Any) -> None:

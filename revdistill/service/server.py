@@ -6,7 +6,8 @@ or by ``make dashboard``. Each connection carries one request (see :mod:`.protoc
 :class:`~.scheduler.Scheduler`; while one waits or runs the connection streams ``{"type": "progress",
 "fraction", "message"}`` messages and listens: ``{"op": "cancel"}`` or a closed connection (the kernel shut
 down or crashed) withdraws this visitor from the job. Then ``{"type": "result", ...}`` with arrays, or
-``{"type": "error", "error_type", "message"}``. ``status``, ``release`` and ``shutdown`` answer at once.
+``{"type": "error", "error_type", "message"}``. ``status``, ``release``, ``shutdown`` and the light
+:data:`IMMEDIATE` operations answer at once.
 
 ``NUMBA_CACHE_DIR`` is set here, for this process only (UMAP's compiled code is kept in the cache folder and
 compiled once per server); nothing in the package sets it at import.
@@ -32,6 +33,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["serve"]
 
 _POLL_S = 0.1
+#: Operations answered in the connection's own thread: what a page asks while the visitor changes a control.
+IMMEDIATE = ("environment", "estimate")
 
 
 class _Server:
@@ -70,7 +73,11 @@ class _Server:
             operation = header.pop("op", None)
             header.pop("protocol")
             visitor = str(header.pop("visitor", "anonymous"))
-            if operation in OPERATIONS:
+            if operation in IMMEDIATE:  # a few file reads: answered at once, never queued behind long jobs
+                reply, reply_arrays = self.context.run(operation, header, arrays, lambda *_: None,
+                                                       key=request_key(operation, header, arrays))
+                send(connection, {"type": "result", **reply}, reply_arrays)
+            elif operation in OPERATIONS:
                 self._job(connection, operation, visitor, header, arrays)
             elif operation == "status":
                 send(connection, {"type": "status", **self.status()})
