@@ -234,10 +234,16 @@ class Context:
         return {"speed": _speed_dict(speed)}, {}
 
     def _op_warm_up(self, header: dict, arrays: dict, progress: Progress, key: str) -> Reply:
-        from revdistill.views.umap_engine import umap_ready, warm_up_umap  # noqa: PLC0415
+        """Wait for UMAP's compilation (one low-priority thread per process, started on first use)."""
+        from revdistill.views.umap_engine import on_warm_up_done, start_warm_up  # noqa: PLC0415
 
-        seconds = 0.0 if umap_ready() else warm_up_umap()
-        return {"seconds": float(seconds)}, {}
+        start, done = time.monotonic(), threading.Event()
+        on_warm_up_done(done.set)
+        thread = start_warm_up()
+        while not done.wait(1.0):
+            if not thread.is_alive():
+                raise RuntimeError("the UMAP warm-up failed; see the service log")
+        return {"seconds": float(time.monotonic() - start)}, {}
 
 
 class _StoreIdentity:

@@ -34,7 +34,7 @@ __all__ = ["serve"]
 
 _POLL_S = 0.1
 #: Operations answered in the connection's own thread: what a page asks while the visitor changes a control.
-IMMEDIATE = ("environment", "estimate")
+IMMEDIATE = ("environment", "estimate", "warm_up")
 
 
 class _Server:
