@@ -84,12 +84,12 @@ class ScalingPanel:
         from revdistill.views.figures import prefix_figure, scaling_figure  # noqa: PLC0415
 
         self.analysis, self.loaded = analysis, None
-        paired = analysis.result.paired()
+        paired = analysis.paired
         figures = (scaling_figure(analysis.summary, data_dir=self.state.options.proteingym_dir, paired=paired,
                                   title=f"Spearman vs model size · {analysis.task.name}"),
                    prefix_figure(analysis.summary, paired=paired,
                                  title=f"Spearman vs prefix dimension · {analysis.task.name}"))
-        table = analysis.result.table
+        table = analysis.table
         self._show(figures, analysis.caption(),
                    f"{len(table)} probes on {analysis.task.name} (target: {analysis.task.target}).",
                    self._table_links(table, analysis.summary, paired))

@@ -117,7 +117,8 @@ def cached_speed(models: Sequence[str], device: str, numerics: dict[str, Any], l
 
 
 def calibrate(embedder: Embedder, models: Sequence[str], length: int, *, cache: str | Path | None = None,
-              min_seconds: float = 1.5, max_residues: int = 4096, seed: int = 0) -> Speed:
+              threads: int | None = None, min_seconds: float = 1.5, max_residues: int = 4096,
+              seed: int = 0) -> Speed:
     """Measure how fast ``embedder`` embeds sequences of about ``length`` residues with ``models``.
 
     A warm-up pass (one sequence; it also loads the models, which stay loaded for the computation) is
@@ -136,6 +137,8 @@ def calibrate(embedder: Embedder, models: Sequence[str], length: int, *, cache: 
         Typical sequence length of the data (bucketed by :func:`length_bucket`).
     cache : path, optional
         Cache root.
+    threads : int, optional
+        The torch threads the embedder uses (default: this process's setting).
 
     Returns
     -------
@@ -162,7 +165,7 @@ def calibrate(embedder: Embedder, models: Sequence[str], length: int, *, cache: 
                 break
             first, count = first + count, 4 * count
     speed = Speed(residues_per_s=count * bucket / max(seconds, 1e-6), models=tuple(models), device=device,
-                  length=bucket, threads=_threads(device),
+                  length=bucket, threads=_threads(device) if threads is None else int(threads),
                   measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     path = _path(models, device, numerics, speed.threads, bucket, cache)
     path.parent.mkdir(parents=True, exist_ok=True)
