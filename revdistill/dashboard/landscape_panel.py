@@ -1,7 +1,7 @@
 """Panel 6, the mutational landscape: position × amino acid, measured beside the probe's predictions.
 
 For a DMS task it draws :func:`revdistill.views.landscape.landscape_figure` from the experiment's own
-out-of-fold predictions (``analysis.result.tasks[0].predictions``; no second probe): the representation
+out-of-fold predictions (``analysis.predictions``; no second probe): the representation
 and CV scheme are chosen in dropdowns, and a second representation (by default what the smaller models
 give alone, the reverse-distilled prefix at the previous level boundary) is compared position by position.
 For a set of proteins (no mutants) the panel says it needs a DMS assay.

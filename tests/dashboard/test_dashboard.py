@@ -192,7 +192,7 @@ def test_scaling_curves_and_exports(app):
     assert "revdistill-scaling.html" in panel.downloads.value
     reference = panel.size_figure.data[3]
     assert list(reference.text)[:3] == ["8M", "35M", "150M"]
-    paired = app.state.analysis.result.paired()
+    paired = app.state.analysis.paired
     lower = [trace for trace in panel.size_figure.data if trace.yaxis == "y2"]
     rd_esm2 = paired[paired["comparison"] == "rd-esm2"].sort_values("dim")
     assert [trace.name for trace in lower][1::2] == ["RD − ESM-2", "RD − naive"]
@@ -207,7 +207,7 @@ def test_load_results_shows_a_finished_run(app, options, tmp_path):
 
     panel, errors = app.scaling, app.state.errors
     analysis = app.state.analysis
-    table = pd.concat([analysis.result.table, analysis.result.table.assign(assay="copy", uniprot_id="copy")])
+    table = pd.concat([analysis.table, analysis.table.assign(assay="copy", uniprot_id="copy")])
     out = Path(options.cache_dir) / "cluster" / "run.csv"
     out.parent.mkdir(exist_ok=True)
     table.to_csv(out, index=False)

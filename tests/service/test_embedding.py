@@ -130,7 +130,8 @@ def test_a_crashed_worker_is_restarted_and_the_job_resumes(runtime_dir, tmp_path
     with pytest.raises(ServiceError, match="went away during the request"):
         embedder.embed(store, records, MODELS, on_progress=kill_on_first_part)
     added = embedder.embed(store, records, MODELS)            # a new worker; the committed parts are kept
-    assert 1 <= added <= 8
+    # the kill lands after at least one part of 2 records was committed (how many more depends on timing)
+    assert added <= 8
     assert len(store) == 10 and embedder.status()["pid"] != first_pid
     assert sorted(store.ids()) == sorted(record_id for record_id, _ in records)
 
