@@ -59,8 +59,8 @@ def block_correlations(ladder: Any, moments: Moments) -> list[dict[str, Any]]:
     -------
     list of dict
         One row per step: ``small``, ``large``, ``regressor``, ``fit_on``, ``n_kept`` (the prefix's principal
-        components the regression used: all of them for OLS and ridge, less numerically zero ones), ``max_abs_corr_prefix`` (largest
-        |correlation| between a block column and a prefix column; the same number as
+        components the regression used: all of them for OLS and ridge, less numerically zero ones),
+        ``max_abs_corr_prefix`` (largest |correlation| between a block column and a prefix column; the same number as
         ``ladder.diagnostics()`` on the fitting moments) and ``max_abs_corr_kept`` (largest |correlation|
         between a block column and one of the ``n_kept`` leading principal components of the prefix).
 
