@@ -10,6 +10,8 @@ PORT ?= 8866
 # Preheated kernels: one per core, at most 4 (each visitor's kernel is a process of its own).
 POOL ?= $(shell n=$$(nproc 2>/dev/null || echo 2); if [ $$n -gt 4 ]; then n=4; fi; echo $$n)
 STAMP := $(VENV)/.revdistill-installed
+# revdistill's Voila template (no CDN requests; revdistill.dashboard.serving.TEMPLATE) lives in the package.
+VOILA_TEMPLATES := $(CURDIR)/revdistill/dashboard/jupyter
 # torch 2.13.0 is the CPU wheel on machines without CUDA; keeps pip from pulling a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
 
@@ -33,7 +35,7 @@ soak: $(STAMP)
 
 dashboard: $(STAMP)
 	@echo "revdistill dashboard: http://127.0.0.1:$(PORT)/"
-	cd notebooks && REVDISTILL_EMBED_WORKER="$${REVDISTILL_EMBED_WORKER:-1}" REVDISTILL_PROTEINGYM_DIR="$${REVDISTILL_PROTEINGYM_DIR:-$$(cd ../../shared/data/proteingym 2>/dev/null && pwd)}" ../$(VENV)/bin/voila dashboard.ipynb --port=$(PORT) --no-browser --Voila.ip=127.0.0.1 --VoilaConfiguration.default_pool_size=$(POOL)
+	cd notebooks && REVDISTILL_EMBED_WORKER="$${REVDISTILL_EMBED_WORKER:-1}" REVDISTILL_PROTEINGYM_DIR="$${REVDISTILL_PROTEINGYM_DIR:-$$(cd ../../shared/data/proteingym 2>/dev/null && pwd)}" JUPYTER_PATH="$(VOILA_TEMPLATES)$${JUPYTER_PATH:+:$$JUPYTER_PATH}" ../$(VENV)/bin/voila dashboard.ipynb --template=revdistill --port=$(PORT) --no-browser --Voila.ip=127.0.0.1 --VoilaConfiguration.default_pool_size=$(POOL)
 
 bench: $(STAMP)
 	$(PY) bench/fit.py

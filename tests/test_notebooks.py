@@ -92,3 +92,20 @@ def test_voila_serving_config():
     assert culling["cull_idle_timeout"] > 0 and culling["cull_interval"] > 0
     served = f"{STATIC_FOLDER}/{bundle_name()}"
     assert any(re.fullmatch(pattern, served) for pattern in voila["file_allowlist"])
+
+
+def test_served_template_requests_nothing_from_a_cdn_and_make_dashboard_uses_it(monkeypatch):
+    """The page template links no stylesheet or script outside the server (tests/test_offline_page.py checks a
+    served page in a browser), Voila finds it on the path serving.py and the Makefile give, and both use it."""
+    from voila.paths import collect_template_paths
+
+    from revdistill.dashboard.serving import TEMPLATE, template_root, voila_environment
+
+    folder = template_root() / "voila" / "templates" / TEMPLATE
+    assert json.loads((folder / "conf.json").read_text())["base_template"] == "lab"
+    assert not re.search(r"(?:href|src)=[\"']?(?:https?:)?//", (folder / "index.html.j2").read_text())
+    monkeypatch.setenv("JUPYTER_PATH", voila_environment({"JUPYTER_PATH": "/elsewhere"})["JUPYTER_PATH"])
+    assert str(folder) in collect_template_paths(["voila", "nbconvert"], TEMPLATE, prune=True)
+    makefile = (REPO / "Makefile").read_text()
+    assert f"--template={TEMPLATE}" in makefile
+    assert f"VOILA_TEMPLATES := $(CURDIR)/{template_root().relative_to(REPO)}" in makefile
