@@ -1,14 +1,15 @@
 # revdistill: two commands set everything up on a fresh machine.
 #   make test       create/refresh .venv and run the whole test suite
-#   make dashboard  create/refresh .venv and serve the Voila dashboard on http://127.0.0.1:8866
+#   make dashboard  create/refresh .venv, start the compute service and serve the Voila dashboard on
+#                   http://127.0.0.1:8866 (every visitor's kernel sends its work to the one service)
 #   make soak       the load test: twelve browser visitors over a minute (not part of make test)
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8866
-# Preheated kernels: one per core, at most 4 (each visitor's kernel is a process of its own).
-POOL ?= $(shell n=$$(nproc 2>/dev/null || echo 2); if [ $$n -gt 4 ]; then n=4; fi; echo $$n)
+# Preheated kernels: two per core, at most 8 (a visitor's kernel holds widgets only: ~4 CPU-s, ~130 MB PSS).
+POOL ?= $(shell n=$$(nproc 2>/dev/null || echo 2); n=$$((2 * n)); if [ $$n -gt 8 ]; then n=8; fi; echo $$n)
 STAMP := $(VENV)/.revdistill-installed
 # revdistill's Voila template (no CDN requests; revdistill.dashboard.serving.TEMPLATE) lives in the package.
 VOILA_TEMPLATES := $(CURDIR)/revdistill/dashboard/jupyter
@@ -35,7 +36,7 @@ soak: $(STAMP)
 
 dashboard: $(STAMP)
 	@echo "revdistill dashboard: http://127.0.0.1:$(PORT)/"
-	cd notebooks && REVDISTILL_EMBED_WORKER="$${REVDISTILL_EMBED_WORKER:-1}" REVDISTILL_PROTEINGYM_DIR="$${REVDISTILL_PROTEINGYM_DIR:-$$(cd ../../shared/data/proteingym 2>/dev/null && pwd)}" JUPYTER_PATH="$(VOILA_TEMPLATES)$${JUPYTER_PATH:+:$$JUPYTER_PATH}" ../$(VENV)/bin/voila dashboard.ipynb --template=revdistill --port=$(PORT) --no-browser --Voila.ip=127.0.0.1 --VoilaConfiguration.default_pool_size=$(POOL)
+	cd notebooks && export REVDISTILL_SERVICE="$${REVDISTILL_SERVICE:-1}" REVDISTILL_PROTEINGYM_DIR="$${REVDISTILL_PROTEINGYM_DIR:-$$(cd ../../shared/data/proteingym 2>/dev/null && pwd)}" JUPYTER_PATH="$(VOILA_TEMPLATES)$${JUPYTER_PATH:+:$$JUPYTER_PATH}" && ../$(PY) -m revdistill.service start >/dev/null && ../$(VENV)/bin/voila dashboard.ipynb --template=revdistill --port=$(PORT) --no-browser --Voila.ip=127.0.0.1 --VoilaConfiguration.default_pool_size=$(POOL)
 
 bench: $(STAMP)
 	$(PY) bench/fit.py

@@ -170,9 +170,10 @@ def serve_checkpoint(server: Server, alias: str = "8M", seed: int = 3, layers: i
     """Publish a random-init tiny ESM-2 under a real model's file names, laid out like fair-esm's server.
 
     Writes ``models/<name>.pt`` and ``regression/<name>-contact-regression.pt`` (fair-esm's checkpoint
-    format, :func:`revdistill.esm.models.save_esm2_checkpoint`) and returns the saved model.
+    format, :func:`revdistill.esm.models.loading.save_esm2_checkpoint`) and returns the saved model.
     """
-    from revdistill.esm.models import get_spec, save_esm2_checkpoint, tiny_esm2
+    from revdistill.esm.models.loading import save_esm2_checkpoint, tiny_esm2
+    from revdistill.esm.models.registry import get_spec
 
     name = get_spec(alias).name
     model, _ = tiny_esm2(layers, dim, 4, seed=seed)

@@ -57,15 +57,26 @@ def _printed(notebook) -> str:
 def test_notebook_executes_from_a_fresh_clone(path, tmp_path, monkeypatch):
     """As in a user's clone: an empty cache and an empty ProteinGym folder (no ../shared), so the assay of
     notebook 02 comes from the package; and nothing printed names a folder of this machine or a hashed id."""
+    import shutil
+    import tempfile
+
     from nbclient import NotebookClient
+
+    from revdistill.service.client import ServiceClient
 
     monkeypatch.setenv("REVDISTILL_CACHE", str(tmp_path / "cache"))
     (tmp_path / "proteingym").mkdir()
     monkeypatch.setenv("REVDISTILL_PROTEINGYM_DIR", str(tmp_path / "proteingym"))
+    service_dir = Path(tempfile.mkdtemp(prefix="rdn-"))  # the dashboard's kernel starts a compute service here
+    monkeypatch.setenv("REVDISTILL_SERVICE_DIR", str(service_dir))
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(notebook, timeout=300, kernel_name="python3", store_widget_state=False,
                             resources={"metadata": {"path": str(NOTEBOOKS)}})
-    client.execute()
+    try:
+        client.execute()
+    finally:
+        ServiceClient(service_dir).shutdown()
+        shutil.rmtree(service_dir, ignore_errors=True)
     errors = [output for cell in notebook.cells for output in cell.get("outputs", [])
               if output.get("output_type") == "error"]
     assert not errors, errors

@@ -60,7 +60,7 @@ from typing import Sequence
 
 import numpy as np
 
-from revdistill._files import file_lock, fsync_dir, fsync_file
+from revdistill.io.files import file_lock, fsync_dir, fsync_file
 from revdistill.esm import _hdf5 as h5
 from revdistill.esm import _parts as files
 from revdistill.esm._hdf5 import FORMAT_NAME, FORMAT_VERSION, StoreDamagedError
@@ -207,7 +207,7 @@ class EmbeddingStore:
 
     @staticmethod
     def _alias(model: str) -> str:
-        from revdistill.esm.models import get_spec
+        from revdistill.esm.models.registry import get_spec
 
         return get_spec(model).alias
 
@@ -228,7 +228,7 @@ class EmbeddingStore:
         Parameters
         ----------
         wait : bool
-            ``False``: raise :class:`revdistill._files.LockBusyError` if another writer holds it.
+            ``False``: raise :class:`revdistill.io.files.LockBusyError` if another writer holds it.
         """
         return file_lock(self.path.with_name(self.path.name + ".lock"), wait=wait, read_only_ok=True)
 
@@ -319,7 +319,7 @@ class EmbeddingStore:
         Parameters
         ----------
         wait : bool
-            ``False``: raise :class:`revdistill._files.LockBusyError` instead of waiting for a writer.
+            ``False``: raise :class:`revdistill.io.files.LockBusyError` instead of waiting for a writer.
 
         Raises
         ------
