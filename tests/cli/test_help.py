@@ -40,7 +40,7 @@ def test_download_help_says_who_downloads_and_from_where():
 @pytest.mark.parametrize("prog", ["revdistill embed", "revdistill fit", "revdistill proteingym",
                                   "revdistill weights list", "revdistill weights download"])
 def test_weights_dir_help_names_the_variable_the_code_reads(prog, monkeypatch, tmp_path):
-    from revdistill.esm.models import WEIGHTS_ENV, _default_weights_dir
+    from revdistill.esm.models.weights import WEIGHTS_ENV, _default_weights_dir
 
     assert f"${WEIGHTS_ENV}" in _help(prog, "--weights-dir")
     monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path))
