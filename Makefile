@@ -11,6 +11,8 @@ PORT ?= 8866
 # Preheated kernels: two per core, at most 8 (a visitor's kernel holds widgets only: ~4 CPU-s, ~130 MB PSS).
 POOL ?= $(shell n=$$(nproc 2>/dev/null || echo 2); n=$$((2 * n)); if [ $$n -gt 8 ]; then n=8; fi; echo $$n)
 STAMP := $(VENV)/.revdistill-installed
+# revdistill's Voila template (no CDN requests; revdistill.dashboard.serving.TEMPLATE) lives in the package.
+VOILA_TEMPLATES := $(CURDIR)/revdistill/dashboard/jupyter
 # torch 2.13.0 is the CPU wheel on machines without CUDA; keeps pip from pulling a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
 
@@ -34,7 +36,7 @@ soak: $(STAMP)
 
 dashboard: $(STAMP)
 	@echo "revdistill dashboard: http://127.0.0.1:$(PORT)/"
-	cd notebooks && export REVDISTILL_SERVICE="$${REVDISTILL_SERVICE:-1}" REVDISTILL_PROTEINGYM_DIR="$${REVDISTILL_PROTEINGYM_DIR:-$$(cd ../../shared/data/proteingym 2>/dev/null && pwd)}" && ../$(PY) -m revdistill.service start >/dev/null && ../$(VENV)/bin/voila dashboard.ipynb --port=$(PORT) --no-browser --Voila.ip=127.0.0.1 --VoilaConfiguration.default_pool_size=$(POOL)
+	cd notebooks && export REVDISTILL_SERVICE="$${REVDISTILL_SERVICE:-1}" REVDISTILL_PROTEINGYM_DIR="$${REVDISTILL_PROTEINGYM_DIR:-$$(cd ../../shared/data/proteingym 2>/dev/null && pwd)}" JUPYTER_PATH="$(VOILA_TEMPLATES)$${JUPYTER_PATH:+:$$JUPYTER_PATH}" && ../$(PY) -m revdistill.service start >/dev/null && ../$(VENV)/bin/voila dashboard.ipynb --template=revdistill --port=$(PORT) --no-browser --Voila.ip=127.0.0.1 --VoilaConfiguration.default_pool_size=$(POOL)
 
 bench: $(STAMP)
 	$(PY) bench/fit.py

@@ -38,7 +38,7 @@ def _sizes(variable: str, default: str) -> tuple[int, ...]:
 
 
 #: Sizes of the rendering measurements: by default the smallest (every point drawn) and the largest (a raster);
-#: ``REVDISTILL_BROWSER_SIZES=5000,20000,100000,500000`` measures every size the README quotes. UMAP is timed at
+#: ``REVDISTILL_BROWSER_SIZES=5000,20000,100000,500000`` measures every size docs/serving.md quotes. UMAP is timed at
 #: ``$REVDISTILL_BROWSER_UMAP_SIZES`` (default none: a fresh kernel compiles UMAP for about a minute first, and
 #: the dashboard test above already draws a UMAP in the browser).
 SIZES = _sizes("REVDISTILL_BROWSER_SIZES", "5000,500000")

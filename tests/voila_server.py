@@ -90,11 +90,14 @@ def start_voila(notebook: str, cwd: Path, env: dict[str, str], log: Path,
         More command-line options (``--MappingKernelManager.cull_interval=5`` ...); they override the
         configuration files.
     """
+    from revdistill.dashboard.serving import TEMPLATE, voila_environment
+
     port = free_port()
     voila = Path(sys.executable).with_name("voila")
-    with open(log, "w") as handle:
+    with open(log, "w") as handle:  # served as `make dashboard` serves: revdistill's template (no CDN requests)
         process = subprocess.Popen([str(voila), notebook, f"--port={port}", "--no-browser", "--Voila.ip=127.0.0.1",
-                                    *extra_args], cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT)
+                                    f"--template={TEMPLATE}", *extra_args], cwd=cwd, env=voila_environment(env),
+                                   stdout=handle, stderr=subprocess.STDOUT)
     try:
         wait_http(f"http://127.0.0.1:{port}/voila/static/voila.js", 60)
     except TimeoutError:

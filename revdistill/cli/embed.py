@@ -39,8 +39,11 @@ def register(subparsers) -> None:
     embed.add_argument("--long-sequences", default="window", choices=("window", "truncate", "error"),
                        help="records over 1022 residues: overlapping windows merged (default), truncate, or error")
     embed.add_argument("--weights-dir", type=Path, default=None,
-                       help="folder with esm2_*.pt checkpoints (default: torch hub cache)")
-    embed.add_argument("--download", action="store_true", help="let fair-esm download missing weights")
+                       help="folder with esm2_*.pt checkpoints (default: $REVDISTILL_WEIGHTS, else the torch-hub "
+                            "cache)")
+    embed.add_argument("--download", action="store_true",
+                       help="download missing checkpoints into that folder first, as `revdistill weights download` "
+                            "does (from $REVDISTILL_WEIGHTS_URL, else fair-esm's public URLs; resumable)")
     embed.add_argument("--flush-every", type=int, default=1024,
                        help="records per atomic part file, the most a crash can lose (default: 1024)")
     embed.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -13,7 +13,7 @@ import hashlib
 import sys
 from pathlib import Path
 
-from revdistill.cli.options import add_embedding_arguments, corpus_of, embed_options
+from revdistill.cli.options import REGRESSOR_HELP, add_embedding_arguments, corpus_of, embed_options
 
 
 def register(subparsers) -> None:
@@ -29,7 +29,7 @@ def register(subparsers) -> None:
     fit.add_argument("--models", default=None, help="with --corpus: the ladder, small to large (e.g. 8M,35M,150M)")
     fit.add_argument("--corpus", default="proteingym", help="'proteingym' (default) or a FASTA file")
     fit.add_argument("--fit-on", default="nested", choices=("nested", "raw"), help="fit convention")
-    fit.add_argument("--regressor", default="pcr", choices=("pcr", "ridge", "ols"))
+    fit.add_argument("--regressor", default="pcr", choices=("pcr", "ridge", "ols"), help=REGRESSOR_HELP)
     fit.add_argument("--alpha", type=float, default=1.0, help="ridge penalty (--regressor ridge)")
     add_embedding_arguments(fit)
     fit.set_defaults(func=run_fit)

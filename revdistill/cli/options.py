@@ -13,6 +13,8 @@ __all__ = ["add_ladder_arguments", "add_embedding_arguments", "embed_options", "
            "write_csv"]
 
 FIT_ON_CHOICES = ("nested", "raw", "both")
+REGRESSOR_HELP = ("how each ladder step predicts the larger model from the prefix: 'pcr' (default: principal-component "
+                  "regression, the released method), 'ridge' (see --alpha) or 'ols'")
 
 
 def add_ladder_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +27,7 @@ def add_ladder_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--fit-on", default="nested", choices=FIT_ON_CHOICES,
                        help="fit convention: 'nested' (ours: each step fitted on the input it is applied to), "
                             "'raw' (the released method), or 'both' (compare them)")
-    group.add_argument("--regressor", default="pcr", choices=("pcr", "ridge", "ols"))
+    group.add_argument("--regressor", default="pcr", choices=("pcr", "ridge", "ols"), help=REGRESSOR_HELP)
     group.add_argument("--alpha", type=float, default=1.0, help="ridge penalty (--regressor ridge)")
     group.add_argument("--ladder", type=Path, default=None,
                        help="a ladder written by `revdistill fit` instead of a corpus fit")
@@ -40,7 +42,8 @@ def add_embedding_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"), help="embedding precision")
     group.add_argument("--long-sequences", default="window", choices=("window", "truncate", "error"),
                        help="sequences over 1022 residues: overlapping windows (default), truncate, or error")
-    group.add_argument("--weights-dir", type=Path, default=None, help="folder with ESM-2 checkpoints")
+    group.add_argument("--weights-dir", type=Path, default=None,
+                       help="folder with ESM-2 checkpoints (default: $REVDISTILL_WEIGHTS, else the torch-hub cache)")
     group.add_argument("--progress", action="store_true", help="show progress")
 
 

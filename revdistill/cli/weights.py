@@ -19,8 +19,9 @@ def register(subparsers) -> None:
     """Add the ``weights`` subcommand with its ``list`` and ``download`` actions."""
     parser = subparsers.add_parser(
         "weights", help="list or download the ESM-2 checkpoints",
-        description="List the ESM-2 checkpoints on disk, or download them (resumable, size and digest checked) "
-                    "into the folder `revdistill embed` reads (default: fair-esm's torch-hub cache).")
+        description="List the ESM-2 checkpoints on disk, or download them (resumable; the size is checked, and the "
+                    "SHA-256 where one is recorded) into the folder `revdistill embed` reads (default: "
+                    "$REVDISTILL_WEIGHTS, else fair-esm's torch-hub cache).")
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
     listing = actions.add_parser("list", help="what is present, partial or missing, with sizes")
@@ -31,7 +32,8 @@ def register(subparsers) -> None:
                                "(default: $REVDISTILL_WEIGHTS_URL, else https://dl.fbaipublicfiles.com/fair-esm)")
     for action in (listing, download):
         action.add_argument("--weights-dir", type=Path, default=None,
-                            help="folder of the esm2_*.pt checkpoints (default: torch hub cache)")
+                            help="folder of the esm2_*.pt checkpoints (default: $REVDISTILL_WEIGHTS, else the "
+                                 "torch-hub cache)")
     listing.set_defaults(func=run_list)
     download.set_defaults(func=run_download)
 

@@ -113,19 +113,37 @@ class AssayBrowser:
         return rows.iloc[0]
 
     def refresh(self) -> None:
-        """Filter and sort the rows; keep the choice when it still matches."""
+        """Filter and sort the rows; keep the choice when it still matches, pick the row a search narrows to.
+
+        The choice is always a visible row: a search that leaves exactly one assay selects it (highlighted, with
+        its details below); a search that hides the chosen row clears the choice. What Compute runs is therefore
+        never the search text itself.
+        """
         from revdistill.proteingym.catalog import filter_catalog  # noqa: PLC0415
 
         column, descending = self.sort.value
-        rows = filter_catalog(self.catalog, self.query.value.strip() or None, column, descending)
+        query = self.query.value.strip()
+        rows = filter_catalog(self.catalog, query or None, column, descending)
         chosen = self.table.value
         options = [(format_row(row), row["DMS_id"]) for _, row in rows.iterrows()]
         self.table.options = options
-        self.table.value = chosen if chosen in set(rows["DMS_id"]) else None
-        query = self.query.value.strip()
-        matched = f"{len(rows)} of {len(self.catalog)} assays" + (f" match '{html.escape(query)}'" if query else "")
+        if chosen not in set(rows["DMS_id"]):
+            chosen = rows["DMS_id"].iloc[0] if query and len(rows) == 1 else None
+        self.table.value = chosen
+        self._show_count()
+
+    def _show_count(self) -> None:
+        """The count line: how many assays match, how many are on disk, and what Compute will run."""
+        query, n_rows = self.query.value.strip(), len(self.table.options)
+        matched = f"{n_rows} of {len(self.catalog)} assays" + (f" match '{html.escape(query)}'" if query else "")
+        if self.table.value:
+            choice = f"chosen: <b>{html.escape(self.table.value)}</b>"
+        elif n_rows == 0:
+            choice = "no assay matches: change the search"
+        else:
+            choice = "click a row to choose the assay"
         self.count.value = (f"<span class='rd-hint'>{matched} · {int(self.catalog['local'].sum())} with data on "
-                            "disk (the others are fetched when you compute)</span>")
+                            f"disk (the others are fetched when you compute) · {choice}</span>")
 
     def _on_filter(self, _change: Any = None) -> None:
         self.refresh()
@@ -133,6 +151,7 @@ class AssayBrowser:
     def _on_pick(self, change: dict[str, Any]) -> None:
         dms_id = change["new"] or None
         self.details.value = self._details(dms_id) if dms_id else "<span class='rd-hint'>Pick an assay.</span>"
+        self._show_count()
         if self.on_pick is not None:
             self.on_pick(dms_id)
 
@@ -153,8 +172,10 @@ class AssayBrowser:
             return
         reason = check_online(timeout=10.0)
         if reason:
-            raise RuntimeError(f"{dms_id} is not on disk and ProteinGym cannot be reached: {reason}. Put the "
-                               "assay's CSV in the ProteinGym folder ($REVDISTILL_PROTEINGYM_DIR) or go online.")
+            raise RuntimeError(f"{dms_id} is not on this server and ProteinGym cannot be reached from it ({reason}). "
+                               "Pick an assay marked 'on disk' (sort by 'on disk first'), or connect the server to "
+                               "the internet and press Compute again; an operator can also put the assay's CSV in "
+                               "the ProteinGym folder (REVDISTILL_PROTEINGYM_DIR).")
         fetch_assay(dms_id, self.state.options.proteingym_dir, progress=progress)
 
     def mark_local(self, dms_id: str) -> None:

@@ -74,7 +74,8 @@ class ModelsPanel:
         models_box = self._models_box(defaults)
         self.source = widgets.RadioButtons(options=[(label, key) for key, label in DATA_SOURCES.items()],
                                            value="demo", description="Data", layout={"width": "auto"})
-        self.browser = AssayBrowser(state, on_pick=lambda _dms_id: self.update_estimate())
+        self.browser = AssayBrowser(state, on_pick=lambda _dms_id: self._on_data_change())
+        self._running = False
         limit = options.max_upload_bytes / 1e6
         self.upload = widgets.FileUpload(accept=".fasta,.fa,.faa,.csv", multiple=False,
                                          description=f"Upload (≤ {limit:.0f} MB)", layout={"width": "230px"})
@@ -191,17 +192,35 @@ class ModelsPanel:
         source = change["new"]
         self.browser.widget.layout.display = "flex" if source == "proteingym" else "none"
         self.upload.layout.display = "flex" if source == "upload" else "none"
-        self.update_estimate()
+        self._on_data_change()
 
     def _on_upload(self, _change: Any) -> None:
         self._tasks.pop("upload", None)
+        self._on_data_change()
+
+    def _on_data_change(self) -> None:
+        self.update_compute()
         self.update_estimate()
 
+    def missing_choice(self) -> str | None:
+        """Why Compute cannot run yet (what to choose), or None when what it would run is unambiguous."""
+        if self.source.value == "proteingym" and self.browser.selected is None:
+            return "pick a ProteinGym assay in the list (search by protein, organism or id, then click its row)"
+        if self.source.value == "upload" and not self.upload.value:
+            return "choose a FASTA or DMS CSV file to upload first"
+        return None
+
+    def update_compute(self) -> None:
+        """Enable Compute only when no computation runs and the data it would use is chosen (tooltip: why not)."""
+        reason = self.missing_choice()
+        self.compute.disabled = self._running or reason is not None
+        self.compute.tooltip = "a computation is running" if self._running else (reason or "")
+
     def assay_id(self) -> str:
-        """The chosen ProteinGym assay: the browser's choice, else an id typed in its search box."""
-        chosen = self.browser.selected or self.browser.query.value.strip()
+        """The ProteinGym assay chosen in the browser (a row, never the search text)."""
+        chosen = self.browser.selected
         if not chosen:
-            raise ValueError("pick a ProteinGym assay in the list (search by protein, organism or id)")
+            raise ValueError(self.missing_choice() or "pick a ProteinGym assay in the list")
         return chosen
 
     def load_task(self):
@@ -311,7 +330,8 @@ class ModelsPanel:
         estimate = getattr(self, "_estimate", None)
         clock = ProgressClock(None if estimate is None else estimate.seconds)
         post = Throttle(self.state, self._set_progress, interval=0.25)
-        self.compute.disabled = True
+        self._running = True
+        self.update_compute()
         self.cancel.layout.display = "flex"
         self.progress.value, self.progress.bar_style = 0.0, "info"
         self.status.value = f"{dms_id or task.name}: starting with models {', '.join(choices.models)} …"
@@ -342,16 +362,28 @@ class ModelsPanel:
                                  f"models ({spent:.1f} s). Ready.")
 
         def finally_() -> None:
-            self.compute.disabled = False
+            self._running = False
             self.cancel.layout.display = "none"
+            if self.progress.bar_style != "success":  # the status line must not outlive its job
+                self.progress.bar_style = "danger"
+                self.status.value = self.failed_status(dms_id or task.name, cancelled=cancel.is_set())
+            self.update_compute()
             if fetch:
                 self.browser.mark_local(dms_id)
-            if self.progress.bar_style != "success":
-                self.progress.bar_style = "danger"
-                self.status.value = "Compute failed (see the message above)."
             self.update_estimate()
 
         self.state.run_task("Compute", work, done, finally_=finally_)
+
+    def failed_status(self, name: str, cancelled: bool = False) -> str:
+        """The status line after a Compute that did not finish: cancelled, or failed with the reason (the error
+        box has the rest)."""
+        if cancelled:
+            return f"{name}: Compute cancelled (what was stored so far is kept)."
+        record = next((r for r in reversed(self.state.errors) if r.where == "Compute"), None)
+        reason = "stopped by an internal error" if record is None or not record.expected else record.message
+        if len(reason) > 160:
+            reason = reason[:159] + "…"
+        return f"{name}: Compute failed: {reason}"
 
     def on_cancel(self, _button: Any = None) -> None:
         """Stop the running Compute at its next progress point (what is stored so far stays whole)."""

@@ -36,9 +36,14 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["STATIC_FOLDER", "bundle_name", "prepare_static", "served_figure_class", "under_voila"]
+__all__ = ["STATIC_FOLDER", "TEMPLATE", "bundle_name", "prepare_static", "served_figure_class", "template_root",
+           "under_voila", "voila_environment"]
 
 STATIC_FOLDER = "_static"
+#: The Voila template the dashboard is served with: Voila's ``lab`` template without the two fontawesome
+#: stylesheets it requests from a public CDN on every page (Voila's own bundle already carries Font Awesome 5
+#: and serves its fonts), so that an offline classroom's pages make no request outside the server.
+TEMPLATE = "revdistill"
 _CLASS_CACHE: dict[str, Any] = {}
 
 _LOADER = """
@@ -48,6 +53,21 @@ const url = new URL(base + "voila/files/%s", window.location.href).href;
 const bundle = await import(url);
 export default bundle.default;
 """
+
+
+def template_root() -> Path:
+    """The Jupyter data folder holding ``voila/templates/revdistill`` (shipped in the package)."""
+    return Path(__file__).resolve().parent / "jupyter"
+
+
+def voila_environment(env: dict[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: this process's environment) with :func:`template_root` first on ``JUPYTER_PATH``, so
+    that ``voila --template=revdistill`` finds the template (``make dashboard`` sets the same)."""
+    env = dict(os.environ if env is None else env)
+    env["JUPYTER_PATH"] = os.pathsep.join([str(template_root())] + [part for part in
+                                                                    env.get("JUPYTER_PATH", "").split(os.pathsep)
+                                                                    if part])
+    return env
 
 
 def under_voila() -> bool:

@@ -79,10 +79,15 @@ class DashboardOptions:
 
 @dataclass
 class ErrorRecord:
-    """One error shown to the visitor: where it happened and its one-line message."""
+    """One error shown to the visitor: where it happened, its one-line message, and whether it was expected.
+
+    Expected conditions (:func:`revdistill.errors.describe_error` classifies them: offline, unknown id, missing
+    weights, bad upload …) are shown as plain messages saying what to do; only bugs point to the server log.
+    """
 
     where: str
     message: str
+    expected: bool = True
 
 
 class DashboardState:
@@ -180,8 +185,8 @@ class DashboardState:
         logger.error("dashboard callback %s failed", where, exc_info=error)
         expected = describe_error(error)
         message = expected if expected is not None else (
-            f"internal error: {type(error).__name__}: {error} (the details are in the server log; please report it)")
-        record = ErrorRecord(where=where, message=message)
+            f"internal error: {type(error).__name__}: {error}")  # the error box says where the details are
+        record = ErrorRecord(where=where, message=message, expected=expected is not None)
         self.errors.append(record)
         for listener in list(self._error_listeners):
             try:

@@ -130,15 +130,18 @@ class ErrorBox:
         state.on_error(self.show)
 
     def show(self, record: ErrorRecord) -> None:
-        """Add ``record`` to the box and make it visible."""
+        """Add ``record`` to the box and make it visible.
+
+        An expected condition is shown as its plain message (it says what to do: a visitor has no server log);
+        only a bug gets the "something went wrong" heading that points to the server log.
+        """
         self._shown = (self._shown + [record])[-MAX_SHOWN_ERRORS:]
         items = "".join(
             f"<li><b>{html.escape(r.where)}</b>: {html.escape(r.message)}</li>" for r in self._shown
         )
-        self.message.value = (
-            "<div class='rd-error-text'>Something went wrong (details are in the server log):"
-            f"<ul>{items}</ul></div>"
-        )
+        heading = ("" if all(r.expected for r in self._shown) else
+                   "Something went wrong: this is a bug (the details are in the server log; please report it).")
+        self.message.value = f"<div class='rd-error-text'>{heading}<ul>{items}</ul></div>"
         self.widget.layout.display = "flex"
 
     def _clear(self, _button: Any = None) -> None:

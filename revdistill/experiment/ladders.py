@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -267,6 +268,7 @@ def reference_ladder(models: Sequence[str], corpus: Corpus | None = None, *, fit
 def _fit(spec: LadderSpec, embedder: Embedder, cache: str | Path | None,
          progress: StageCallback | None) -> tuple[DistillationLadder, NaiveConcatPCA]:
     """Embed the corpus (once, resumably) and fit both estimators from its per-residue moments."""
+    from revdistill.esm.embed import MAX_RESIDUES
     from revdistill.esm.store import EmbeddingStore
 
     numerics = "-".join(str(value) for _, value in spec.numerics)
@@ -280,7 +282,15 @@ def _fit(spec: LadderSpec, embedder: Embedder, cache: str | Path | None,
         if progress is not None:
             progress(done / max(share, 1), f"ladder corpus: {done} / {share} sequences embedded")
 
-    embedder.embed(store, list(spec.corpus.records), spec.models, on_progress=on_progress)
+    # The corpus is declared and its long-sequence handling is part of the ladder's id: say it once, by count,
+    # instead of the embedder's warning that lists records by their digests.
+    long_records = sum(len(sequence) > MAX_RESIDUES for _, sequence in spec.corpus.records)
+    if long_records:
+        logger.info("ladder corpus %s: %d sequence(s) over %d residues (handled as the numerics say: %s)",
+                    spec.corpus.name, long_records, MAX_RESIDUES, numerics)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"\d+ record\(s\) longer than", category=UserWarning)
+        embedder.embed(store, list(spec.corpus.records), spec.models, on_progress=on_progress)
     stored = set(store.ids())
     expected = {record_id for record_id, _ in spec.corpus.records}
     if stored != expected:

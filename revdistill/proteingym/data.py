@@ -36,6 +36,7 @@ __all__ = [
     "ENV_VAR", "BASE_URL", "PROTEINGYM_FILES", "REFERENCE_COLUMNS", "UnknownAssayError",
     "default_cache_dir", "resolve_data_dir", "download_proteingym", "load_reference", "find_assay_csv",
     "list_assays", "suggest_assays", "read_csv_checked", "local_assay_ids", "packaged_reference_path",
+    "PACKAGED_ASSAYS", "packaged_assay_path", "assay_source",
 ]
 
 ENV_VAR = "REVDISTILL_PROTEINGYM_DIR"
@@ -155,6 +156,31 @@ def download_proteingym(
 def packaged_reference_path() -> Path:
     """The copy of ProteinGym v1.3's ``DMS_substitutions.csv`` shipped in the package (217 assays)."""
     return Path(str(resources.files("revdistill") / "data" / "DMS_substitutions.csv"))
+
+
+#: ProteinGym assays whose CSV ships with the package (see ``revdistill/data/SOURCES.md``), so that the
+#: notebooks and the README run from a fresh clone, offline.
+PACKAGED_ASSAYS = ("PIN1_HUMAN_Tsuboyama_2023_1I6C",)
+
+
+def packaged_assay_path(dms_id: str) -> Path:
+    """The copy of assay ``dms_id``'s CSV shipped in the package (``ValueError`` for any other assay)."""
+    if dms_id not in PACKAGED_ASSAYS:
+        raise ValueError(f"no copy of assay {dms_id!r} ships with the package; packaged: {list(PACKAGED_ASSAYS)}")
+    return Path(str(resources.files("revdistill") / "data" / f"{dms_id}.csv"))
+
+
+def assay_source(dms_id: str, data_dir: str | Path | None = None) -> str | Path:
+    """What to read assay ``dms_id`` from: the id when its data are in :func:`data_folders` (official folds
+    when present), else the packaged copy's path (a CSV :func:`revdistill.proteingym.read_assay` reads; its
+    stem is the id, so the reference row still applies). Other assays not on disk raise ``FileNotFoundError``
+    saying where to put them."""
+    if dms_id in local_assay_ids(data_dir):
+        return dms_id
+    if dms_id in PACKAGED_ASSAYS:
+        return packaged_assay_path(dms_id)
+    find_assay_csv(dms_id, data_dir)  # raises FileNotFoundError saying what to put where
+    return dms_id
 
 
 def load_reference(data_dir: str | Path | None = None, path: str | Path | None = None) -> pd.DataFrame:

@@ -249,23 +249,62 @@ def test_callback_errors_appear_in_the_error_box(options):
     assert not app.errors.visible
 
 
-def test_unknown_assay_and_oversized_upload_are_reported(options):
+def test_missing_and_oversized_upload_are_reported(options):
     from revdistill.dashboard import build_app
 
     app = build_app(options, warm_up=False)
-    if options.proteingym_dir is not None:
-        app.models.source.value = "proteingym"
-        app.models.browser.query.value = "PIN1_HUMAN_Tsuboyama"  # typed, not picked from the list
-        app.models.compute.click()
-        assert "PIN1_HUMAN_Tsuboyama_2023_1I6C" in app.state.errors[-1].message  # close match offered
     from revdistill.dashboard.data import uploaded_task
     from revdistill.experiment.protocol import Protocol
 
     with pytest.raises(ValueError, match="upload limit"):
         uploaded_task("big.csv", b"x" * 101, max_bytes=100, protocol=Protocol())
     app.models.source.value = "upload"
-    app.models.compute.click()
-    assert "choose a FASTA or DMS CSV file" in app.state.errors[-1].message
+    assert app.models.compute.disabled and "choose a FASTA" in app.models.compute.tooltip
+    app.models.compute.click()  # a click that arrives anyway: refused with the same words, nothing started
+    assert "choose a FASTA or DMS CSV file" in app.state.errors[-1].message and app.state.errors[-1].expected
+    assert "Something went wrong" not in app.errors.message.value and "server log" not in app.errors.message.value
+
+
+def test_compute_is_enabled_only_when_the_assay_is_unambiguous(options):
+    from revdistill.dashboard import build_app
+
+    models = build_app(options, warm_up=False).models
+    browser = models.browser
+    assert not models.compute.disabled  # the demo set needs no choice
+    models.source.value = "proteingym"
+    assert browser.selected is None and models.compute.disabled and "pick a ProteinGym assay" in models.compute.tooltip
+    assert "click a row to choose" in browser.count.value
+    browser.query.value = "human"  # many rows: nothing is chosen for the visitor
+    assert browser.selected is None and models.compute.disabled
+    browser.query.value = "PIN1"  # one row left: it is chosen, highlighted and named
+    assert [value for _, value in browser.table.options] == [PIN1] and browser.table.value == PIN1
+    assert browser.selected == PIN1 and not models.compute.disabled and models.assay_id() == PIN1
+    assert f"chosen: <b>{PIN1}</b>" in browser.count.value and PIN1 in browser.details.value
+    browser.query.value = "human"  # still listed: still chosen
+    assert browser.selected == PIN1 and not models.compute.disabled
+    browser.query.value = "yeast"  # the chosen row is hidden: the choice goes, Compute with it
+    assert browser.selected is None and models.compute.disabled
+    assert browser.details.value.endswith("Pick an assay.</span>")
+    browser.query.value = "no such assay anywhere"
+    assert "no assay matches" in browser.count.value and models.compute.disabled
+    with pytest.raises(ValueError, match="pick a ProteinGym assay in the list"):
+        models.assay_id()  # the search text is never taken for an id
+
+
+def test_a_bug_points_to_the_server_log_an_expected_error_does_not(options):
+    from revdistill.dashboard import build_app
+
+    app = build_app(options, warm_up=False)
+    app.state.guard(lambda: 1 / 0, "divide")()
+    assert not app.state.errors[-1].expected and "internal error: ZeroDivisionError" in app.state.errors[-1].message
+    assert "Something went wrong" in app.errors.message.value and "server log" in app.errors.message.value
+    app.errors.dismiss.click()
+    def bad_input() -> None:
+        raise ValueError("k=900 must be between 1 and 640")
+
+    app.state.guard(bad_input, "slider")()
+    assert app.state.errors[-1].expected and "k=900 must be between 1 and 640" in app.errors.message.value
+    assert "Something went wrong" not in app.errors.message.value and "server log" not in app.errors.message.value
 
 
 # -- data sources ------------------------------------------------------------------------------------

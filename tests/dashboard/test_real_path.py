@@ -116,6 +116,26 @@ def test_assay_fetched_from_a_server_computes_and_draws_its_landscape(tmp_path, 
     assert "0 residues to embed (741 already stored)" in models.estimate.value
 
 
+def test_offline_fetch_says_what_to_do_and_the_status_line_says_it_failed(tmp_path, cache, monkeypatch):
+    monkeypatch.setenv("REVDISTILL_PROTEINGYM_URL", refused_url())
+    app = make_app(tmp_path, cache)
+    models = app.models
+    models.source.value = "proteingym"
+    models.browser.query.value = "PIN1"  # narrows to one row, which is chosen
+    assert models.browser.selected == PIN1_ID and not models.compute.disabled
+    before = sorted(p.name for p in (tmp_path / "proteingym").rglob("*"))
+    models.compute.click()
+    record = app.state.errors[-1]
+    assert record.where == "Compute" and record.expected
+    assert "cannot be reached" in record.message and "Pick an assay marked 'on disk'" in record.message
+    shown = app.errors.message.value
+    assert "cannot be reached" in shown and "server log" not in shown and "Something went wrong" not in shown
+    status = models.status.value
+    assert status.startswith(f"{PIN1_ID}: Compute failed: ") and "cannot be reached" in status
+    assert "starting" not in status and models.progress.bar_style == "danger" and not models.compute.disabled
+    assert app.state.analysis is None and sorted(p.name for p in (tmp_path / "proteingym").rglob("*")) == before
+
+
 def test_landscape_says_a_protein_set_has_none(tmp_path, cache):
     app = make_app(tmp_path, cache)
     app.models.on_compute()  # the demo protein set
