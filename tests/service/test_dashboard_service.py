@@ -86,7 +86,8 @@ def test_a_session_survives_a_service_restart(tiny_cache, service_dir, tmp_path,
     assert len(app.state.errors) == 1                                          # one clear message on the page
     assert "the compute service went away" in app.state.errors[0].message
     assert "the next request starts it again" in app.state.errors[0].message
-    assert app.models.status.value == "Compute failed (see the message above)."
+    assert app.models.status.value.startswith("PIN1_synthetic: Compute failed: the compute service went away")
+    assert app.state.errors[0].expected                                         # a plain message, not "a bug"
     app.models._set_progress = shown
     app.umap.subspace.value = "block:tiny-64"   # a new service; the analysis it lost is computed again
     assert len(app.state.errors) == 1 and "16 dims" in app.umap.status.value
