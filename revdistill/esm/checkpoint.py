@@ -56,13 +56,14 @@ def read_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any
                 data = torch.load(str(path), map_location="cpu", weights_only=True)  # the legacy format
     except pickle.UnpicklingError as error:
         text = str(error)
-        if "Unsupported global" in text or "GLOBAL" in text or "Unsupported operand" in text:
+        if "Unsupported global" in text or "GLOBAL" in text:
             found = re.search(r"(?:Unsupported global|GLOBAL)[: ]+(\S+(?: \S+)?)", text)
             raise ValueError(f"{what} {path} holds Python objects other than tensors "
                              f"({found.group(0) if found else 'unsupported pickle content'}): such a pickle could "
                              f"run code when loaded, so revdistill (weights_only=True) refuses it") from None
-        raise ValueError(f"{what} {path} is not a PyTorch checkpoint ({_first_line(error)}); delete it and "
-                         f"download it again") from None
+        detail = text.split("WeightsUnpickler error:")[-1].strip().splitlines()[0] if text.strip() else "empty"
+        raise ValueError(f"{what} {path} is not a PyTorch checkpoint ({detail[:200]}); delete it and download it "
+                         f"again") from None
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError, TypeError, AttributeError,
             IndexError, KeyError, MemoryError) as error:
         if isinstance(error, (FileNotFoundError, PermissionError)):
