@@ -370,6 +370,56 @@ def read_npz_meta(path: str | Path) -> dict[str, Any] | None:
     return meta if isinstance(meta, dict) else None
 
 
+def open_zip(path: str | Path, what: str) -> zipfile.ZipFile:
+    """Open a zip archive (e.g. a ProteinGym download) for reading; a file that is not one is a clear error.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        ``path`` is a folder, not a zip archive, or a damaged one; the message names ``what`` and the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder, not a zip archive")
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError) as error:
+        raise ValueError(f"{what} {path} is not a readable zip archive ({error}); an interrupted or failed "
+                         f"download? Delete it and download it again") from error
+
+
+def read_zip_member(archive: zipfile.ZipFile, member: str, what: str) -> bytes:
+    """The bytes of one member of an open zip, its declared size checked first and its CRC-32 checked as read.
+
+    Raises
+    ------
+    ValueError
+        Naming the archive and the member: no such member, a zip bomb (declared size more than
+        :data:`MAX_EXPANSION` times the compressed size, or beyond memory), or data that fail to
+        decompress or to match their CRC-32.
+    """
+    where = f"{what} {archive.filename}!{member}"
+    try:
+        info = archive.getinfo(member)
+    except KeyError:
+        raise ValueError(f"{where}: no such member in the archive") from None
+    if (info.compress_type != zipfile.ZIP_STORED and info.file_size > _SMALL_ENTRY
+            and info.file_size > MAX_EXPANSION * max(1, info.compress_size)):
+        raise ValueError(f"{where} declares {_size(info.file_size)} that compress to {_size(info.compress_size)} "
+                         f"(more than {MAX_EXPANSION}x, a zip bomb?); refusing to expand it")
+    if info.file_size > _memory_limit():
+        raise ValueError(f"{where} declares {_size(info.file_size)}, more than the memory this process may use")
+    try:
+        return archive.read(info)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError) as error:
+        raise ValueError(f"{where} is damaged: it fails to decompress ({error}); delete the archive and download "
+                         f"it again") from error
+
+
 class LockBusyError(RuntimeError):
     """The lock is held by another process (raised by :func:`file_lock` with ``wait=False``)."""
 

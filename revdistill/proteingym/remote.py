@@ -32,7 +32,7 @@ from revdistill._download import (
     ChecksumError, ProgressCallback, RangeNotSupportedError, check_online as _check_online, download_file,
     fetch_range, record_checksum, sha256_of,
 )
-from revdistill._files import file_lock
+from revdistill._files import file_lock, open_zip
 from revdistill.proteingym.data import BASE_URL, _unknown_assay, data_folders, load_reference, writable_data_folder
 
 logger = logging.getLogger(__name__)
@@ -239,7 +239,7 @@ def _local_copy(folder: Path, source: str, dms_id: str) -> Path | None:
         return csv
     archive = folder / f"{source}.zip"
     if archive.is_file():
-        with zipfile.ZipFile(archive) as zf:
+        with open_zip(archive, "ProteinGym archive") as zf:
             if any(Path(name).name == f"{dms_id}.csv" for name in zf.namelist()):
                 return archive
     return None
