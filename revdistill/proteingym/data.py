@@ -37,6 +37,7 @@ __all__ = [
     "ENV_VAR", "BASE_URL", "PROTEINGYM_FILES", "REFERENCE_COLUMNS", "UnknownAssayError",
     "default_cache_dir", "resolve_data_dir", "download_proteingym", "load_reference", "find_assay_csv",
     "list_assays", "suggest_assays", "read_csv_checked", "local_assay_ids", "packaged_reference_path",
+    "PROTEINGYM_URL_ENV", "proteingym_base_url",
 ]
 
 ENV_VAR = "REVDISTILL_PROTEINGYM_DIR"
@@ -50,6 +51,8 @@ PROTEINGYM_FILES: dict[str, str] = {
         "/reference_files/DMS_substitutions.csv"
     ),
 }
+#: Environment variable naming a mirror of :data:`BASE_URL` (the two zips), read by :func:`proteingym_base_url`.
+PROTEINGYM_URL_ENV = "REVDISTILL_PROTEINGYM_URL"
 REFERENCE_COLUMNS = ("DMS_id", "target_seq", "UniProt_ID", "coarse_selection_type")
 _COUNT_COLUMNS = ("DMS_number_single_mutants", "DMS_total_number_mutants")
 _ASSAY_FOLDERS = ("cv_folds_singles_substitutions", "DMS_ProteinGym_substitutions", "assays", ".")
@@ -139,7 +142,8 @@ def download_proteingym(
     expected_sha256 : mapping, optional
         ``{name: hex digest}`` to check; digests already recorded in ``SHA256SUMS`` are checked too.
     urls : mapping, optional
-        Override the source URL per name (mirrors).
+        Override the source URL per name. By default the zips come from :func:`proteingym_base_url`
+        (``$REVDISTILL_PROTEINGYM_URL`` when set), the reference file from ProteinGym's GitHub.
     """
     folder = Path(cache_dir) if cache_dir is not None else resolve_data_dir()
     folder.mkdir(parents=True, exist_ok=True)
@@ -147,11 +151,22 @@ def download_proteingym(
     for name in names if names is not None else tuple(PROTEINGYM_FILES):
         if name not in PROTEINGYM_FILES:
             raise ValueError(f"name={name!r} is not a ProteinGym file; choose from {sorted(PROTEINGYM_FILES)}")
-        url = (urls or {}).get(name, PROTEINGYM_FILES[name])
+        default = f"{proteingym_base_url()}/{name}" if name.endswith(".zip") else PROTEINGYM_FILES[name]
+        url = (urls or {}).get(name, default)
         expected = (expected_sha256 or {}).get(name) or recorded.get(name)
         digest = download_file(url, folder / name, expected_sha256=expected)
         logger.info("%s sha256 %s", name, digest)
     return folder
+
+
+def proteingym_base_url(base_url: str | None = None) -> str:
+    """The zips' base: ``base_url``, else ``$REVDISTILL_PROTEINGYM_URL``, else ProteinGym's v1.3 URL (the one place
+    the variable is read: whole downloads and single-assay fetches alike)."""
+    base = base_url or os.environ.get(PROTEINGYM_URL_ENV) or BASE_URL
+    if not base.startswith(("http://", "https://")):
+        source = "base_url" if base_url else PROTEINGYM_URL_ENV
+        raise ValueError(f"{source}={base!r} must be an http:// or https:// URL")
+    return base.rstrip("/")
 
 
 def packaged_reference_path() -> Path:
@@ -290,6 +305,9 @@ def read_csv_checked(path: Path, what: str, member: str | None = None) -> pd.Dat
         if member is not None:
             with open_zip(path, "ProteinGym archive") as zf:
                 data: bytes | None = read_zip_member(zf, member, "ProteinGym archive")
+            source = io.BytesIO(data)
+        elif not Path(path).is_file():  # a FIFO or process substitution: readable once, so read it whole
+            data = Path(path).read_bytes()
             source = io.BytesIO(data)
         else:
             data, source = None, path
