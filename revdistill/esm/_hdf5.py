@@ -1,6 +1,7 @@
 """HDF5 plumbing of the embedding store: checksummed datasets, verified reads, safe writes.
 
-Integrity (store format version 2):
+Integrity (store format version 2, and 3 which adds the ``numerics`` header attribute: how the vectors
+were made, :meth:`revdistill.esm.runner.EmbedOptions.numerics`, part of the store's identity):
 
 - files are written with HDF5's 1.10 file format (``libver=("v110", "latest")``), whose superblock,
   object headers and chunk indexes carry checksums; header attributes are fixed-length strings kept
@@ -8,7 +9,10 @@ Integrity (store format version 2):
 - every array of one or more dimensions, strings included, is chunked with the ``fletcher32`` filter,
   so HDF5 checks each chunk when it is read. Strings are fixed-length UTF-8 bytes: variable-length
   strings live in HDF5's unchecked global heap, where one flipped byte made reads hang forever;
-- strings and scalars also carry a SHA-256 attribute checked whenever they are read whole.
+- strings and scalars also carry a SHA-256 attribute checked whenever they are read whole;
+- a file is self-contained (:func:`check_self_contained`, on every open): no external or soft links, no
+  external raw storage, no virtual datasets, and every array keeps its fletcher32 filter (also checked
+  on every dataset read), so a store can neither read bytes from elsewhere nor skip its checksums.
 
 Writes go through :func:`writing` (HDF5 failures, such as a full disk, raise instead of leaving a
 broken file) after :func:`ensure_space` (refuse to start when the disk is too full).

@@ -22,6 +22,7 @@ Layout and crash safety
 ``path`` is one HDF5 file::
 
     attrs: format="revdistill-embedding-store", version, models (JSON), dims (JSON), storage_dtype,
+           numerics (JSON: precision and long-sequence handling; a rerun made another way is refused),
            header_sha256
     ids (n,) str, hashes (n,) sha256 hex, lengths (n,) int64, pooled/<model> (n, dim)
     moments/{meta,count,mean,scatter}           Moments.to_state() of every stored residue, all models
