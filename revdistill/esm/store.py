@@ -94,7 +94,7 @@ class EmbeddingStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.parts_dir = Path(str(self.path) + ".parts")
+        self.parts_dir = Path(os.path.realpath(self.path) + ".parts")  # beside the file a symlink points to
         if self.path.is_dir():
             raise ValueError(f"store path {self.path} is a directory; give a file name such as store.h5")
         if self.path.exists():
@@ -232,7 +232,8 @@ class EmbeddingStore:
         wait : bool
             ``False``: raise :class:`revdistill._files.LockBusyError` if another writer holds it.
         """
-        return file_lock(self.path.with_name(self.path.name + ".lock"), wait=wait, read_only_ok=True)
+        target = Path(os.path.realpath(self.path))  # one lock per store file, however it is reached
+        return file_lock(target.with_name(target.name + ".lock"), wait=wait, read_only_ok=True)
 
     def stored_residues(self) -> int:
         """Residues counted in the main file's moments (0 before the first commit)."""

@@ -129,6 +129,8 @@ def test_a_store_reached_through_a_symlink_is_updated_where_it_points(store, tmp
     embed_into(EmbeddingStore(link), random_records(9, low=10, high=30, seed=2, prefix="q")
                + [("extra", "MKVLAAG")], MODELS)
     assert link.is_symlink() and os.path.realpath(link) == str(store.path)
+    assert EmbeddingStore(link).parts_dir == store.parts_dir  # one store: one lock, one parts folder
+    assert not (tmp_path / "link.h5.lock").exists() and not (tmp_path / "link.h5.parts").exists()
     assert store.ids() == before + ["q6", "q7", "q8", "extra"]
     assert EmbeddingStore(link).ids() == store.ids()
 
