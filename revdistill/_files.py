@@ -216,6 +216,7 @@ def fsync_dir(path: str | Path) -> None:
 #: of a zip bomb: ~1000x) once it declares more than :data:`_SMALL_ENTRY` bytes.
 MAX_EXPANSION = 50
 _SMALL_ENTRY = 4 << 20
+_DEFLATE_LIMIT = 1100  # deflate expands at most ~1032x
 _MAX_META_BYTES = 16 << 20
 
 
@@ -398,19 +399,20 @@ def read_zip_member(archive: zipfile.ZipFile, member: str, what: str) -> bytes:
     Raises
     ------
     ValueError
-        Naming the archive and the member: no such member, a zip bomb (declared size more than
-        :data:`MAX_EXPANSION` times the compressed size, or beyond memory), or data that fail to
-        decompress or to match their CRC-32.
+        Naming the archive and the member: no such member, a declared size beyond memory or beyond what
+        deflate can produce from the compressed size, or data that fail to decompress or to match their CRC-32.
     """
     where = f"{what} {archive.filename}!{member}"
     try:
         info = archive.getinfo(member)
     except KeyError:
         raise ValueError(f"{where}: no such member in the archive") from None
+    # Text members (CSV rows repeating one long sequence) may deflate 100x or more, so only what deflate
+    # cannot do at all (more than ~1032x) is refused here, beside sizes beyond memory.
     if (info.compress_type != zipfile.ZIP_STORED and info.file_size > _SMALL_ENTRY
-            and info.file_size > MAX_EXPANSION * max(1, info.compress_size)):
-        raise ValueError(f"{where} declares {_size(info.file_size)} that compress to {_size(info.compress_size)} "
-                         f"(more than {MAX_EXPANSION}x, a zip bomb?); refusing to expand it")
+            and info.file_size > _DEFLATE_LIMIT * max(1, info.compress_size)):
+        raise ValueError(f"{where} declares {_size(info.file_size)} that compress to {_size(info.compress_size)}, "
+                         f"more than deflate can expand; the archive is forged or damaged")
     if info.file_size > _memory_limit():
         raise ValueError(f"{where} declares {_size(info.file_size)}, more than the memory this process may use")
     try:
