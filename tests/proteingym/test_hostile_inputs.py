@@ -170,3 +170,11 @@ def test_the_mirror_variable_is_honoured_by_whole_downloads(tmp_path, monkeypatc
         folder = pg.download_proteingym(tmp_path / "pg", names=["cv_folds_singles_substitutions.zip"])
         assert (folder / "cv_folds_singles_substitutions.zip").read_bytes() == b"zip bytes"
         assert [request["path"] for request in mirror.requests] == ["/cv_folds_singles_substitutions.zip"]
+
+
+def test_a_zip_member_larger_than_memory_is_refused_before_reading(tmp_path, monkeypatch):
+    folder = data_dir_with_zip(tmp_path)
+    monkeypatch.setattr("revdistill._files._memory_limit", lambda: 1000)
+    with unchanged(tmp_path), pytest.raises(ValueError, match=rf"\.zip!cv_folds_singles_substitutions/{PIN1}\.csv "
+                                                              r"declares .* more than the memory this process may use"):
+        pg.read_assay(PIN1, data_dir=folder)
