@@ -165,15 +165,22 @@ def save_npz_together(files: Sequence[tuple[str | Path, Mapping[str, np.ndarray]
             os.replace(temporary, path)
             replaced.append(path)
     except BaseException as error:
-        with contextlib.suppress(OSError):  # never mask the error being reported
-            for path in replaced:
+        unrestored = []
+        for path in replaced:
+            try:
                 if path in backups:
                     os.replace(backups.pop(path), path)
                 else:
                     path.unlink(missing_ok=True)
+            except OSError:  # never mask the error being reported; say what could not be put back
+                unrestored.append(f"{path} (its previous content is kept in {backups.pop(path, 'no backup')})")
         for leftover in [*temporaries, *backups.values()]:
             with contextlib.suppress(OSError):
                 leftover.unlink(missing_ok=True)
+        if unrestored:
+            raise OSError(getattr(error, "errno", None) or errno.EIO,
+                          f"writing {', '.join(map(str, targets))} failed ({error}) and could not be undone for "
+                          f"{'; '.join(unrestored)}: restore it by hand") from error
         names = " and ".join(path.name for path in targets)
         if isinstance(error, OSError) and error.errno == errno.ENOSPC:
             raise OSError(errno.ENOSPC, f"no space left on the device holding {targets[0].parent} while writing "
