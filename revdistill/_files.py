@@ -284,6 +284,8 @@ def check_npz_entries(path: Path, archive: zipfile.ZipFile, limit: int | None = 
         try:
             with archive.open(info) as stream:
                 version = np.lib.format.read_magic(stream)
+                if version not in ((1, 0), (2, 0)):
+                    raise ValueError(f"unsupported .npy format version {version} (revdistill writes 1.0 and 2.0)")
                 reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                           else np.lib.format.read_array_header_2_0)
                 shape, _, dtype = reader(stream, max_header_size=10000)
