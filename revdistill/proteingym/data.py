@@ -334,7 +334,8 @@ def _extra_fields_message(source: Path | bytes, what: str, where: str) -> str:
     """Which line has more fields than the header (found on the error path only)."""
     import csv  # noqa: PLC0415
 
-    text = source.decode("utf-8", "replace") if isinstance(source, bytes) else Path(source).read_text("utf-8", "replace")
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    text = data.decode("utf-8", "replace")
     rows = csv.reader(io.StringIO(text))
     header = next(rows, [])
     for number, row in enumerate(rows, start=2):
