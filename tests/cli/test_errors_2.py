@@ -136,3 +136,16 @@ def test_a_download_that_is_not_a_checkpoint_leaves_nothing_under_the_final_name
                                                   r"PyTorch checkpoint: it is text starting with b'<html>.*Nothing "
                                                   r"was saved under")
     assert not (folder / f"{NAME_8M}.pt").exists() and not list(folder.glob("*.part"))
+
+
+# ------------------------------------------------------------------------------------------ zip bombs
+def test_a_zip_bomb_given_to_ladder_is_one_clear_line(tmp_path, capsys, proteingym_dir):
+    from test_hostile_files import write_bomb
+
+    bomb = write_bomb(tmp_path / "bomb.npz", 64 << 20, entry="meta")
+    with unchanged(tmp_path):
+        status, _, err = run_cli(capsys, "proteingym", "PIN1_HUMAN_Tsuboyama_2023_1I6C", "--models", MODELS,
+                                 "--ladder", bomb, "--out", tmp_path / "r.csv", "--data-dir", proteingym_dir,
+                                 "--store", tmp_path / "s.h5")
+    assert_one_line_error(status, err, "proteingym", r"bomb\.npz: entry 'meta' declares 64\.0 MiB that compress to "
+                                                     r".*a zip bomb\?\); refusing to expand it")
