@@ -1,14 +1,15 @@
 # revdistill: two commands set everything up on a fresh machine.
 #   make test       create/refresh .venv and run the whole test suite
-#   make dashboard  create/refresh .venv and serve the Voila dashboard on http://127.0.0.1:8866
+#   make dashboard  create/refresh .venv, start the compute service and serve the Voila dashboard on
+#                   http://127.0.0.1:8866 (every visitor's kernel sends its work to the one service)
 #   make soak       the load test: twelve browser visitors over a minute (not part of make test)
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8866
-# Preheated kernels: one per core, at most 4 (each visitor's kernel is a process of its own).
-POOL ?= $(shell n=$$(nproc 2>/dev/null || echo 2); if [ $$n -gt 4 ]; then n=4; fi; echo $$n)
+# Preheated kernels: two per core, at most 8 (a visitor's kernel holds widgets only: ~4 CPU-s, ~130 MB PSS).
+POOL ?= $(shell n=$$(nproc 2>/dev/null || echo 2); n=$$((2 * n)); if [ $$n -gt 8 ]; then n=8; fi; echo $$n)
 STAMP := $(VENV)/.revdistill-installed
 # torch 2.13.0 is the CPU wheel on machines without CUDA; keeps pip from pulling a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
@@ -33,7 +34,7 @@ soak: $(STAMP)
 
 dashboard: $(STAMP)
 	@echo "revdistill dashboard: http://127.0.0.1:$(PORT)/"
-	cd notebooks && REVDISTILL_EMBED_WORKER="$${REVDISTILL_EMBED_WORKER:-1}" REVDISTILL_PROTEINGYM_DIR="$${REVDISTILL_PROTEINGYM_DIR:-$$(cd ../../shared/data/proteingym 2>/dev/null && pwd)}" ../$(VENV)/bin/voila dashboard.ipynb --port=$(PORT) --no-browser --Voila.ip=127.0.0.1 --VoilaConfiguration.default_pool_size=$(POOL)
+	cd notebooks && export REVDISTILL_SERVICE="$${REVDISTILL_SERVICE:-1}" REVDISTILL_PROTEINGYM_DIR="$${REVDISTILL_PROTEINGYM_DIR:-$$(cd ../../shared/data/proteingym 2>/dev/null && pwd)}" && ../$(PY) -m revdistill.service start >/dev/null && ../$(VENV)/bin/voila dashboard.ipynb --port=$(PORT) --no-browser --Voila.ip=127.0.0.1 --VoilaConfiguration.default_pool_size=$(POOL)
 
 bench: $(STAMP)
 	$(PY) bench/fit.py

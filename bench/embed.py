@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from revdistill.esm.embed import LadderEmbedder  # noqa: E402
 from revdistill.esm.forward import stock_forward  # noqa: E402
-from revdistill.esm.models import get_spec  # noqa: E402
+from revdistill.esm.models.registry import get_spec  # noqa: E402
 
 METHODS = ("authors", "extract", "bf16", "ours")
 AMINO = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
@@ -72,10 +72,9 @@ def build_model(alias: str, device: torch.device, dtype: torch.dtype, seed: int 
 
 
 def flops(records, alias: str) -> float:
-    """Useful forward FLOPs: 24·layers·d² per residue (projections, FFN) + 4·layers·d·L (attention)."""
+    """Useful forward FLOPs of every token (BOS and EOS included): :meth:`ModelSpec.forward_flops` per token."""
     spec = get_spec(alias)
-    lengths = np.array([len(sequence) + 2 for _, sequence in records], dtype=np.float64)
-    return float(np.sum(lengths * (24 * spec.layers * spec.dim ** 2 + 4 * spec.layers * spec.dim * lengths)))
+    return float(sum((len(sequence) + 2) * spec.forward_flops(len(sequence) + 2) for _, sequence in records))
 
 
 def sync(device: torch.device) -> None:

@@ -417,7 +417,7 @@ def main(argv=None) -> int:
     import fit as bench_fit_module  # bench/fit.py
     from revdistill.esm.embed import LadderEmbedder
     from revdistill.esm.forward import packed_attention_kernel
-    from revdistill.esm.models import get_spec
+    from revdistill.esm.models.registry import get_spec
 
     device = torch.device(args.device)
     aliases = [get_spec(name).alias for name in args.models.split(",")]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import os
 
-from revdistill._files import LockBusyError
+from revdistill.io.files import LockBusyError
 
 __all__ = ["describe_error"]
 

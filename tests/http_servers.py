@@ -171,9 +171,10 @@ def serve_checkpoint(server: Server, alias: str = "8M", seed: int = 3):
     server (a download is checked to be a checkpoint of the expected architecture).
 
     Writes ``models/<name>.pt`` and ``regression/<name>-contact-regression.pt`` (fair-esm's checkpoint
-    format, :func:`revdistill.esm.models.save_esm2_checkpoint`) and returns the saved model.
+    format, :func:`revdistill.esm.models.loading.save_esm2_checkpoint`) and returns the saved model.
     """
-    from revdistill.esm.models import get_spec, save_esm2_checkpoint, tiny_esm2
+    from revdistill.esm.models.loading import save_esm2_checkpoint, tiny_esm2
+    from revdistill.esm.models.registry import get_spec
 
     spec = get_spec(alias)
     model, _ = tiny_esm2(spec.layers, spec.dim, spec.heads, seed=seed)

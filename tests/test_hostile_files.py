@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from revdistill import DistillationLadder, Moments, NaiveConcatPCA
-from revdistill._files import load_npz, save_npz_together
+from revdistill.io.files import load_npz, save_npz_together
 from revdistill.experiment.ladders import ladder_from_file, save_ladder_pair
 
 from conftest import make_levels
@@ -111,7 +111,7 @@ def test_an_entry_whose_header_declares_terabytes_is_refused(fitted, tmp_path):
 
 def test_an_entry_larger_than_memory_is_refused_before_reading(fitted, tmp_path, monkeypatch):
     path = fitted["moments"].save(tmp_path / "moments.npz")
-    monkeypatch.setattr("revdistill._files._memory_limit", lambda: 1000)
+    monkeypatch.setattr("revdistill.io.files._memory_limit", lambda: 1000)
     with unchanged(tmp_path), pytest.raises(ValueError, match=r"moments\.npz: entry 'scatter' declares .*, more than "
                                                               r"the 1000 bytes of memory this process may use"):
         load_npz(path)
@@ -168,7 +168,7 @@ def test_a_pair_is_written_whole_or_not_at_all(fitted, tmp_path, monkeypatch, fa
             if str(target).endswith(".naive.npz") and str(source).endswith(".tmp"):
                 raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(target))
             return replace(source, target)
-        monkeypatch.setattr("revdistill._files.os.replace", failing)
+        monkeypatch.setattr("revdistill.io.files.os.replace", failing)
         message = r"could not write .*pair\.naive\.npz \(Permission denied\); .* nothing was changed \(neither file\)"
     else:
         savez = np.savez
@@ -177,7 +177,7 @@ def test_a_pair_is_written_whole_or_not_at_all(fitted, tmp_path, monkeypatch, fa
             if ".naive.npz" in stream.name:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             return savez(stream, **arrays)
-        monkeypatch.setattr("revdistill._files.np.savez", failing)
+        monkeypatch.setattr("revdistill.io.files.np.savez", failing)
         message = r"no space left .* pair\.npz and pair\.naive\.npz; nothing was changed \(neither file\)"
     with unchanged(tmp_path), pytest.raises(OSError, match=message):
         save_ladder_pair(fitted["other_ladder"], fitted["other_naive"], tmp_path / "pair.npz")
@@ -185,7 +185,7 @@ def test_a_pair_is_written_whole_or_not_at_all(fitted, tmp_path, monkeypatch, fa
 
 def test_a_new_pair_that_fails_half_way_leaves_no_file(fitted, tmp_path, monkeypatch):
     replace = os.replace
-    monkeypatch.setattr("revdistill._files.os.replace", lambda source, target: (
+    monkeypatch.setattr("revdistill.io.files.os.replace", lambda source, target: (
         (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")) if str(target).endswith("b.npz") else
         replace(source, target)))
     with pytest.raises(OSError, match=r"nothing was changed"):

@@ -31,14 +31,25 @@ def test_notebook_is_commit_clean(path):
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
 def test_notebook_executes(path, tmp_path, monkeypatch, proteingym_dir):
+    import shutil
+    import tempfile
+
     from nbclient import NotebookClient
+
+    from revdistill.service.client import ServiceClient
 
     monkeypatch.setenv("REVDISTILL_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("REVDISTILL_PROTEINGYM_DIR", str(proteingym_dir))  # fails loudly when missing
+    service_dir = Path(tempfile.mkdtemp(prefix="rdn-"))  # the dashboard's kernel starts a compute service here
+    monkeypatch.setenv("REVDISTILL_SERVICE_DIR", str(service_dir))
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(notebook, timeout=300, kernel_name="python3", store_widget_state=False,
                             resources={"metadata": {"path": str(NOTEBOOKS)}})
-    client.execute()
+    try:
+        client.execute()
+    finally:
+        ServiceClient(service_dir).shutdown()
+        shutil.rmtree(service_dir, ignore_errors=True)
     errors = [output for cell in notebook.cells for output in cell.get("outputs", [])
               if output.get("output_type") == "error"]
     assert not errors, errors

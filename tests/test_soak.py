@@ -1,7 +1,7 @@
 """Soak: twelve visitors use the served dashboard over a minute, then leave; nothing fails and no kernel leaks.
 
 The dashboard is served as ``make dashboard`` serves it (notebooks/voila.json: a preheated pool, IPC
-kernels, idle culling; every kernel embeds through the server's one embedding worker), except that kernels
+kernels, idle culling; every kernel computes through the server's one compute service), except that kernels
 are culled after a short idle time, given on the command line. The tiny family's reference ladders are
 fitted before the server starts (the ``tiny_cache`` fixture), so Compute only embeds the demo set.
 
@@ -16,11 +16,12 @@ Asserted: every visitor is served without an error and sees every computed figur
 traceback (but the two harmless ones of :data:`BENIGN_TRACEBACKS`) and no port clash; after the last visitor
 leaves, the live kernels return to the pool size within the idle timeout plus the cull interval plus a
 margin, and stay there; the kernels of visitors who navigated away were shut down by their request, only the
-vanished ones culled; one embedding worker served everybody; no ladder was refitted.
+vanished ones culled; one compute service served everybody; no ladder was refitted.
 Reported (not asserted) in test-artifacts/soak.json, with the server's log in test-artifacts/soak-voila.log:
 per-visitor times to interactive and to "Ready.", the total time, the peak memory of the server's process
-tree (server, kernels, worker; sampled every 0.5 s), the peak number of live kernels, the kernel count
-after the last visitor left, the CPU time per role and how long each kernel took to run the notebook.
+tree (server, kernels, service; sampled every 0.5 s), the peak number of live kernels, the kernel count
+after the last visitor left, the CPU time per role and how long each kernel took to run the notebook, and per
+kernel its CPU seconds since it started and its PSS (first, peak and last sample).
 """
 from __future__ import annotations
 
@@ -107,22 +108,26 @@ class Sampler:
     ----------
     server_pid : int
         The Voila process.
-    worker_dir : Path
-        The embedding worker's runtime folder (the worker is started by a kernel in a session of its own
-        and outlives it, so it is found by its command line, not as a descendant).
+    service_dir : Path
+        The compute service's runtime folder (the service is started in a session of its own and outlives
+        its starter, so it is found by its command line, not as a descendant).
 
     Attributes
     ----------
     samples : list of dict
-        ``{"t", "kernels", "rss", "pss", "workers", "available"}`` per sample (seconds, count, bytes).
+        ``{"t", "kernels", "rss", "pss", "services", "available"}`` per sample (seconds, count, bytes).
     cpu : dict of str to dict of int to float
-        CPU seconds per role (server, kernels, worker, browser) and pid, the last value seen.
+        CPU seconds per role (server, kernels, service, browser) and pid, the last value seen.
+    kernels : dict of int to dict
+        Per kernel pid: ``cpu_s`` (its CPU seconds since it started, the last value seen) and ``pss``
+        (every sample's PSS in bytes).
     """
 
-    def __init__(self, server_pid: int, worker_dir: Path) -> None:
-        self.server_pid, self.worker_dir = server_pid, str(worker_dir)
+    def __init__(self, server_pid: int, service_dir: Path) -> None:
+        self.server_pid, self.service_dir = server_pid, str(service_dir)
         self.samples: list[dict] = []
-        self.cpu: dict[str, dict[int, float]] = {role: {} for role in ("server", "kernels", "worker", "browser")}
+        self.cpu: dict[str, dict[int, float]] = {role: {} for role in ("server", "kernels", "service", "browser")}
+        self.kernels: dict[int, dict] = {}
         self._cpu_start: dict[int, float] = {}
         self.start = time.monotonic()
         self._machine_start = machine_cpu_seconds()
@@ -150,22 +155,28 @@ class Sampler:
 
     def sample(self) -> dict:
         table = ProcessTable()
-        workers = table.matching("revdistill.esm.worker", "serve", self.worker_dir)
+        services = table.matching("revdistill.service", "serve", self.service_dir)
         tree = {info.pid: info for info in table.descendants(self.server_pid)}
-        for worker in workers:
-            tree.update((info.pid, info) for info in table.descendants(worker.pid))
+        for service in services:
+            tree.update((info.pid, info) for info in table.descendants(service.pid))
         browser = {info.pid: info for info in table.descendants(os.getpid()) if "chromium" in info.cmdline}
-        roles = {pid: "server" if pid == self.server_pid else "kernels" if "ipykernel" in info.cmdline else "worker"
+        roles = {pid: "server" if pid == self.server_pid else "kernels" if "ipykernel" in info.cmdline else "service"
                  for pid, info in tree.items()}
         roles.update((pid, "browser") for pid in browser)
         for pid, role in roles.items():
             info = table.processes[pid]
             self._cpu_start.setdefault(pid, info.cpu if not self.samples else 0.0)  # counted from the first sample
             self.cpu[role][pid] = info.cpu - self._cpu_start[pid]
-        pss = [table.pss(pid) for pid in tree]
+        pss = {pid: table.pss(pid) for pid in tree}
+        for pid, role in roles.items():
+            if role == "kernels":
+                kernel = self.kernels.setdefault(pid, {"pss": []})
+                kernel["cpu_s"] = table.processes[pid].cpu
+                if pss.get(pid):
+                    kernel["pss"].append(pss[pid])
         return {"t": round(self.now(), 2), "kernels": len(table.kernels(self.server_pid)),
-                "rss": sum(info.rss for info in tree.values()), "pss": sum(value or 0 for value in pss),
-                "workers": len(workers), "available": _mem_available()}
+                "rss": sum(info.rss for info in tree.values()), "pss": sum(value or 0 for value in pss.values()),
+                "services": len(services), "available": _mem_available()}
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU seconds used while sampling, per role, and by the whole machine (all its processes)."""
@@ -173,6 +184,13 @@ class Sampler:
         used["machine_busy"] = round(self.machine_busy_s, 1)
         used["machine_capacity"] = round(self.machine_capacity_s, 1)
         return used
+
+    def per_kernel(self) -> list[dict]:
+        """Per kernel seen: its CPU seconds since it started and its PSS (MB) at the first, peak and last sample."""
+        return [{"pid": pid, "cpu_s": round(kernel["cpu_s"], 2),
+                 "pss_mb_first": round(kernel["pss"][0] / MB, 1), "pss_mb_peak": round(max(kernel["pss"]) / MB, 1),
+                 "pss_mb_last": round(kernel["pss"][-1] / MB, 1)}
+                for pid, kernel in sorted(self.kernels.items()) if kernel["pss"]]
 
     def kernels_now(self) -> int:
         return len(ProcessTable().kernels(self.server_pid))
@@ -188,23 +206,29 @@ def _mem_available() -> int:
 
 @pytest.fixture(scope="module")
 def soak_server(tmp_path_factory, tiny_cache):
-    """Voila as ``make dashboard`` runs it (voila.json, the embedding worker), culling after a short idle time."""
-    from revdistill.esm.worker import WorkerEmbedder
+    """Voila as ``make dashboard`` runs it (voila.json, the compute service started first), culling after a short
+    idle time."""
+    import subprocess
+    import sys
+
+    from revdistill.service.client import ServiceClient
 
     tmp = tmp_path_factory.mktemp("soak")
     cache = tmp / "cache"
     shutil.copytree(tiny_cache, cache)  # the fitted ladders; visitors write their stores here, not in the session's
-    worker_dir = tmp / "worker"
+    service_dir = tmp / "service"
     log = tmp / "voila.log"
     closed = f"http://127.0.0.1:{free_port()}"  # no network: downloads are reported offline at once
     env = {key: value for key, value in os.environ.items() if key not in ("REVDISTILL_PROTEINGYM_DIR",)}
-    env.update(REVDISTILL_CACHE=str(cache), REVDISTILL_WEIGHTS=str(tmp / "weights"), REVDISTILL_EMBED_WORKER="1",
-               REVDISTILL_WORKER_DIR=str(worker_dir), REVDISTILL_WEIGHTS_URL=closed, REVDISTILL_PROTEINGYM_URL=closed)
+    env.update(REVDISTILL_CACHE=str(cache), REVDISTILL_WEIGHTS=str(tmp / "weights"), REVDISTILL_SERVICE="1",
+               REVDISTILL_SERVICE_DIR=str(service_dir), REVDISTILL_WEIGHTS_URL=closed, REVDISTILL_PROTEINGYM_URL=closed)
     options = [f"--MappingKernelManager.cull_idle_timeout={CULL_IDLE_TIMEOUT_S}",
                f"--MappingKernelManager.cull_interval={CULL_INTERVAL_S}",
                "--Voila.log_datefmt=%H:%M:%S", f"--Voila.log_format={LOG_FORMAT}"]  # times for _kernel_lives
     ladders_before = sorted(path.name for path in (cache / "ladders").iterdir())
     started = time.monotonic()
+    subprocess.run([sys.executable, "-m", "revdistill.service", "start"], env=env, check=True,  # as make dashboard
+                   stdout=subprocess.DEVNULL, timeout=300)
     process, url = start_voila("dashboard.ipynb", REPO / "notebooks", env, log, extra_args=options)
     try:
         wait_log(log, f"Culling kernels with idle durations > {CULL_IDLE_TIMEOUT_S} seconds at {CULL_INTERVAL_S} "
@@ -214,13 +238,15 @@ def soak_server(tmp_path_factory, tiny_cache):
         # Visitors meet a server whose pooled kernels have run the notebook (their UMAP warm-up, which every
         # kernel a visitor gets runs in the background, may still be going: as for the pool's refills).
         wait_log(log, "dashboard built in", 300, count=pool_size)
-        yield {"url": url, "log": log, "pid": process.pid, "pool_size": pool_size, "worker_dir": worker_dir,
+        yield {"url": url, "log": log, "pid": process.pid, "pool_size": pool_size, "service_dir": service_dir,
                "cache": cache, "ladders_before": ladders_before, "warm_s": time.monotonic() - started}
     finally:
         stop(process)
-        WorkerEmbedder(runtime_dir=worker_dir).shutdown()
+        ServiceClient(service_dir).shutdown()
         ARTIFACTS.mkdir(exist_ok=True)
         shutil.copyfile(log, ARTIFACTS / "soak-voila.log")
+        if (service_dir / "service.log").exists():
+            shutil.copyfile(service_dir / "service.log", ARTIFACTS / "soak-service.log")
 
 
 # -- the visitors ----------------------------------------------------------------------------------------
@@ -346,21 +372,21 @@ def _idle_seconds(url: str, kernel_id: str) -> float | None:
 # -- the test --------------------------------------------------------------------------------------------
 def test_twelve_visitors_then_no_kernel_left(soak_server):
     """Twelve visitors over a minute are all served, and afterwards only the pool's kernels are left."""
-    from revdistill.esm.worker import WorkerEmbedder
+    from revdistill.service.client import ServiceClient
 
     pool_size, log = soak_server["pool_size"], soak_server["log"]
     report: dict = {"visitors": N_VISITORS, "arrival_gap_s": ARRIVAL_GAP_S, "pool_size": pool_size,
                     "cull_idle_timeout_s": CULL_IDLE_TIMEOUT_S, "cull_interval_s": CULL_INTERVAL_S,
                     "server_start_to_pool_ready_s": round(soak_server["warm_s"], 1), "cpus": os.cpu_count(),
                     "load_average_before": os.getloadavg()}
-    with Sampler(soak_server["pid"], soak_server["worker_dir"]) as sampler:
+    with Sampler(soak_server["pid"], soak_server["service_dir"]) as sampler:
         started = time.monotonic()
         visitors = asyncio.run(_visitors(soak_server["url"]))
         report["visitors_wall_s"] = round(time.monotonic() - started, 1)
         left_at = sampler.now()
         after = _wait_for_pool(sampler, soak_server)
     samples = sampler.samples
-    status = WorkerEmbedder(runtime_dir=soak_server["worker_dir"]).status()
+    status = ServiceClient(soak_server["service_dir"]).status()
     text = log.read_text(errors="replace")
     tracebacks = _tracebacks(text)
     abrupt = sum(visitor["leaves"] == VANISHES for visitor in visitors)
@@ -373,8 +399,10 @@ def test_twelve_visitors_then_no_kernel_left(soak_server):
         peak_pss_mb=round(max(sample["pss"] for sample in samples) / MB),
         first_pss_mb=round(samples[0]["pss"] / MB),
         min_available_mb=round(min(sample["available"] for sample in samples) / MB),
-        peak_workers=max(sample["workers"] for sample in samples), worker_loads=status["loads"],
-        worker_jobs=status["jobs_done"], worker_peak_busy=status["peak_busy"],
+        peak_services=max(sample["services"] for sample in samples), service_loads=status["loads"],
+        service_computed=status["computed"], service_requests=status["requests"], service_jobs=status["jobs"],
+        service_peak_connections=status["peak_connections"],
+        per_kernel=sampler.per_kernel(),
         kernels_culled=sum("Culling '" in line and "due to" in line for line in text.splitlines()),
         shutdown_requests_refused=len(re.findall(r"403 POST /voila/api/shutdown/\S+ \(.*?\) [0-9.]+ms", text)),
         tracebacks={kind: len(blocks) for kind, blocks in tracebacks.items()},
@@ -412,7 +440,7 @@ def test_twelve_visitors_then_no_kernel_left(soak_server):
         f"and {report['kernels_culled']} kernels culled (see notebooks/voila.json's Voila.tornado_settings)")
     lost = report["page_connect_s"]["culled_before_connecting"]
     assert not lost, f"kernels culled after they were handed to a visitor, before the page connected: {lost}"
-    assert report["peak_workers"] == 1, f"{report['peak_workers']} embedding workers ran at once (one serves all)"
+    assert report["peak_services"] == 1, f"{report['peak_services']} compute services ran at once (one serves all)"
     new_ladders = sorted(set(path.name for path in (soak_server["cache"] / "ladders").iterdir())
                          - set(soak_server["ladders_before"]))
     assert not new_ladders, f"Compute fitted ladders the tiny_cache fixture should have provided: {new_ladders}"
@@ -520,7 +548,7 @@ def _print_table(report: dict) -> None:
     for name in ("interactive_s", "ready_s"):
         if name in report:
             print(f"{name}: {report[name]}")
-    print(f"peak kernels {report['peak_kernels']}; peak memory of server + kernels + worker: RSS "
+    print(f"peak kernels {report['peak_kernels']}; peak memory of server + kernels + service: RSS "
           f"{report['peak_rss_mb']} MB, PSS {report['peak_pss_mb']} MB (first sample {report['first_pss_mb']} MB); "
           f"machine's least available {report['min_available_mb']} MB")
     print(f"kernels back to the pool size after the last visitor left: {report['kernels_back_to_pool_after_s']} s "
@@ -531,5 +559,9 @@ def _print_table(report: dict) -> None:
     print(f"notebook run per kernel (s): {report['kernel_build_s']}")
     print(f"kernel handed to a visitor -> page connected (s): {report['page_connect_s']}")
     print(f"CPU seconds while visitors came and went: {report['cpu_seconds']}")
-    print(f"worker: loads {report['worker_loads']}, jobs {report['worker_jobs']}, "
-          f"peak concurrent {report['worker_peak_busy']}")
+    print(f"service: loads {report['service_loads']}, computed {report['service_computed']}, requests "
+          f"{report['service_requests']}, jobs {report['service_jobs']}, peak connections "
+          f"{report['service_peak_connections']}")
+    print("per kernel (CPU s since start, PSS MB first/peak/last): " + "; ".join(
+        f"{kernel['cpu_s']} s {kernel['pss_mb_first']}/{kernel['pss_mb_peak']}/{kernel['pss_mb_last']}"
+        for kernel in report["per_kernel"]))

@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "revdistill.cli.embed",
     "revdistill.cli.fit",
     "revdistill.cli.proteingym",
+    "revdistill.cli.report",
     "revdistill.cli.weights",
 )
 

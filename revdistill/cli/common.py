@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from revdistill._files import write_atomically
+from revdistill.io.files import write_atomically
 from revdistill.errors import describe_error
 
 __all__ = ["split_list", "check_output", "write_atomically", "check_device", "describe_error", "OUTPUT_KINDS"]
@@ -59,7 +59,7 @@ def split_list(text: str, what: str, allowed: Sequence[str] | None = None) -> li
 # --------------------------------------------------------------------------------------------- outputs
 def _npz_format(path: Path) -> str | None:
     """The ``format`` in a revdistill npz's JSON metadata, reading only that entry (safely); None if not one."""
-    from revdistill._files import read_npz_meta  # noqa: PLC0415
+    from revdistill.io.files import read_npz_meta  # noqa: PLC0415
 
     meta = read_npz_meta(path) if path.is_file() else None
     return None if meta is None else meta.get("format")
@@ -92,7 +92,15 @@ OUTPUT_KINDS: dict[str, tuple[str, Callable[[Path], bool]]] = {
     "moments": ("moments written by revdistill", lambda p: _npz_format(p) == "revdistill-moments"),
     "npz": ("an .npz written by revdistill", lambda p: str(_npz_format(p)).startswith("revdistill-")),
     "store": ("a revdistill embedding store", _is_store),
+    "html": ("a report written by revdistill", lambda p: _is_report(p)),
 }
+
+
+def _is_report(path: Path) -> bool:
+    from revdistill.views.report import REPORT_GENERATOR  # noqa: PLC0415
+
+    with open(path, "rb") as handle:
+        return f'content="{REPORT_GENERATOR}"'.encode() in handle.read(4096)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -125,7 +133,7 @@ def check_output(path: str | Path, *, inputs: Iterable[str | Path | None], kind:
     inputs : iterable of path or None
         Every file the command reads, and the store (``None`` entries are skipped). The output may be
         none of them (same resolved path or same inode).
-    kind : {"csv", "ladder", "naive", "moments", "npz", "store"}
+    kind : {"csv", "ladder", "naive", "moments", "npz", "store", "html"}
         What the command writes; an existing ``path`` is replaced only if it is already of this kind
         (``store`` outputs are extended, so an existing one must be a store).
     suffixes : sequence of str, optional

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -48,25 +47,6 @@ def register(subparsers) -> None:
     embed.set_defaults(func=run_embed)
 
 
-def _distributed_setup(device: str) -> tuple[str, bool]:
-    """Initialise torch.distributed under torchrun; return this rank's device and whether we did."""
-    import torch
-    import torch.distributed as dist
-
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1 or dist.is_initialized():
-        return device, False
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device.startswith("cuda"):
-        device = f"cuda:{local_rank}"
-        torch.cuda.set_device(local_rank)
-        backend = "nccl"
-    else:
-        backend = "gloo"
-    dist.init_process_group(backend=backend)
-    return device, True
-
-
 def _per_residue(text: str | None, records: list[tuple[str, str]], fasta: Path) -> bool | list[str]:
     """``--per-residue``: False, True (all records) or ids that must all be in the FASTA file."""
     from revdistill.cli.common import split_list
@@ -87,7 +67,7 @@ def _per_residue(text: str | None, records: list[tuple[str, str]], fasta: Path) 
 def _plan(args: argparse.Namespace, records, aliases, options, per_residue, store) -> list:
     """What needs embedding; refuses, before any work, what cannot be done (other models, read-only store)."""
     from revdistill.cli.common import check_output
-    from revdistill.esm.models import get_spec
+    from revdistill.esm.models.registry import get_spec
 
     missing = store.missing(records, aliases, [get_spec(alias).dim for alias in aliases], options.storage_dtype,
                             numerics=options.numerics())
@@ -108,28 +88,28 @@ def _plan(args: argparse.Namespace, records, aliases, options, per_residue, stor
 
 def run_embed(args: argparse.Namespace) -> int:
     """Run ``revdistill embed``; return the exit status. Everything is checked before any embedding starts."""
-    from revdistill.cli.common import check_device, check_output, split_list
-    from revdistill.esm.runner import EmbedOptions, LocalEmbedder, resolve_models
+    from revdistill.cli.common import check_device, check_output
+    from revdistill.esm.distributed import join_process_group, leave_process_group, rank_world
+    from revdistill.esm.models.registry import parse_models
+    from revdistill.esm.runner import EmbedOptions, LocalEmbedder, default_dtype
     from revdistill.esm.sequences import read_fasta
     from revdistill.esm.store import EmbeddingStore
 
-    aliases = resolve_models(split_list(args.models, "--models"))
+    aliases = parse_models(args.models, "--models")
     device = check_device(args.device)
     check_output(args.out, inputs=[args.fasta], kind="store", suffixes=(".h5", ".hdf5"), writable=False)
     records = read_fasta(args.fasta)
     per_residue = _per_residue(args.per_residue, records, args.fasta)
-    options = EmbedOptions(device=device, dtype=args.dtype or ("bf16" if device.startswith("cuda") else "fp32"),
+    options = EmbedOptions(device=device, dtype=args.dtype or default_dtype(device),
                            token_budget=args.token_budget, long_sequences=args.long_sequences,
                            weights_dir=args.weights_dir, download=args.download, storage_dtype=args.storage_dtype,
                            flush_every=args.flush_every, progress=not args.no_progress)
     store = EmbeddingStore(args.out)
     missing = _plan(args, records, aliases, options, per_residue, store)
     logger.info("%d of %d record(s) to embed into %s", len(missing), len(records), args.out)
-    device, initialised = _distributed_setup(device)
+    device, initialised = join_process_group(device)
     try:
-        import torch.distributed as dist
-
-        rank = dist.get_rank() if dist.is_initialized() else 0
+        rank, _ = rank_world()
         options = replace(options, device=device, progress=options.progress and rank == 0)
         added = LocalEmbedder(options).embed(store, records, aliases, per_residue=per_residue)
         if rank == 0:
@@ -137,6 +117,5 @@ def run_embed(args: argparse.Namespace) -> int:
             print(f"{args.out}: added {added} record(s); {info['n_records']} records, "
                   f"{info['n_residues']} residues, models {','.join(info['models'])}")
     finally:
-        if initialised:
-            dist.destroy_process_group()
+        leave_process_group(initialised)
     return 0

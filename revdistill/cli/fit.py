@@ -62,12 +62,13 @@ def run_fit(args: argparse.Namespace) -> int:
 
 
 def _fit_corpus(args: argparse.Namespace):
-    from revdistill.esm.runner import LocalEmbedder, resolve_models
+    from revdistill.esm.models.registry import parse_models
+    from revdistill.esm.runner import LocalEmbedder
     from revdistill.experiment.ladders import reference_ladder
 
     if args.models is None:
         raise ValueError("--models is required when fitting on a corpus (e.g. --models 8M,35M,150M)")
-    models = resolve_models(args.models)
+    models = parse_models(args.models, "--models")
     corpus = corpus_of(args.corpus)
     fitted = reference_ladder(models, corpus, fit_on=args.fit_on, regressor=args.regressor, alpha=args.alpha,
                               embedder=LocalEmbedder(embed_options(args)),

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any, Sequence
 
-from revdistill._files import write_atomically
+from revdistill.esm.interfaces import Embedder
+from revdistill.io.files import write_atomically
 
 __all__ = ["add_ladder_arguments", "add_embedding_arguments", "embed_options", "reference_ladders", "corpus_of",
            "write_csv"]
@@ -73,7 +74,7 @@ def corpus_of(text: str, tasks: Sequence[Any] = ()):
     return Corpus.from_fasta(path)
 
 
-def reference_ladders(args: argparse.Namespace, models: tuple[str, ...], embedder: Any, tasks: Sequence[Any] = ()):
+def reference_ladders(args: argparse.Namespace, models: tuple[str, ...], embedder: Embedder, tasks: Sequence[Any] = ()):
     """The reference ladders the arguments ask for (one per convention; ``--fit-on both`` gives two)."""
     from revdistill.experiment.ladders import authors_ladder, ladder_from_file, reference_ladder
 
@@ -94,7 +95,7 @@ def reference_ladders(args: argparse.Namespace, models: tuple[str, ...], embedde
 
 
 def write_csv(table: Any, path: Path) -> Path:
-    """Write a results table all at once or not at all (:func:`revdistill._files.write_atomically`)."""
+    """Write a results table all at once or not at all (:func:`revdistill.io.files.write_atomically`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_atomically(path, lambda temporary: table.to_csv(temporary, index=False))

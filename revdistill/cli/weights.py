@@ -48,7 +48,7 @@ def format_bytes(n: int | None) -> str:
 
 def run_list(args: argparse.Namespace) -> int:
     """Print the weights table; return 0."""
-    from revdistill.esm.weights import weights_status
+    from revdistill.esm.models.weights import weights_status
 
     statuses = weights_status(args.weights_dir)
     rows = [("model", "state", "on disk", "download", "path")]
@@ -99,10 +99,11 @@ class ProgressPrinter:
 
 def run_download(args: argparse.Namespace) -> int:
     """Download the models named; return 0, or raise a one-line error for ``main`` to print."""
-    from revdistill._download import DownloadError
-    from revdistill.esm.weights import check_online, download_weights, parse_aliases, weights_base_url
+    from revdistill.io.download import DownloadError
+    from revdistill.esm.models.registry import parse_models
+    from revdistill.esm.models.weights import check_online, download_weights, weights_base_url
 
-    aliases = parse_aliases(args.models)
+    aliases = parse_models(args.models, "models", trained=True)
     base = weights_base_url(args.base_url)
     reason = check_online(base + "/")
     if reason is not None:

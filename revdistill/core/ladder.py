@@ -32,7 +32,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from revdistill._files import encode_meta, load_npz, read_meta, save_npz
+from revdistill.io.files import encode_meta, load_npz, read_meta, save_npz
 from revdistill.core.arrays import as_float_tensor
 from revdistill.core.base import check_is_fitted
 from revdistill.core.distill import LEARNED_ARRAYS, LEARNED_SCALARS, PairStatistics, ReverseDistiller

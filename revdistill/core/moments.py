@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from revdistill.core.arrays import as_float_tensor, check_finite
-from revdistill._files import encode_meta
+from revdistill.io.files import encode_meta
 
 FORMAT_NAME = "revdistill-moments"
 FORMAT_VERSION = 1
@@ -295,7 +295,7 @@ class Moments:
             Wrong format or version, missing arrays, wrong shapes or dtypes, a negative or fractional
             count, non-finite statistics or negative variances; the message names the array.
         """
-        from revdistill._files import read_meta
+        from revdistill.io.files import read_meta
 
         meta = read_meta(state, FORMAT_NAME, FORMAT_VERSION)
         missing = [key for key in ("count", "mean", "scatter") if key not in state]
@@ -330,14 +330,14 @@ class Moments:
 
     def save(self, path: str | Path) -> Path:
         """Write to ``path`` as an uncompressed ``.npz`` of plain arrays."""
-        from revdistill._files import save_npz
+        from revdistill.io.files import save_npz
 
         return save_npz(path, self.to_state())
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Moments":
         """Read a file written by :meth:`save`; pickled payloads are refused."""
-        from revdistill._files import load_npz
+        from revdistill.io.files import load_npz
 
         try:
             return cls.from_state(load_npz(path), device=device)

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from revdistill._files import encode_meta, load_npz, read_meta, save_npz
+from revdistill.io.files import encode_meta, load_npz, read_meta, save_npz
 from revdistill.core.arrays import as_float_tensor, check_finite
 from revdistill.core.base import check_is_fitted
 from revdistill.core.ladder import check_fit_on, check_levels, check_order, level_selector

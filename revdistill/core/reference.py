@@ -20,9 +20,9 @@ from typing import Sequence
 
 import numpy as np
 
-from revdistill._files import load_npz
+from revdistill.io.files import load_npz
 from revdistill.core.distill import ReverseDistiller
-from revdistill._download import sha256_of
+from revdistill.io.files import sha256_of
 from revdistill.core.ladder import DistillationLadder
 
 FILENAME = re.compile(

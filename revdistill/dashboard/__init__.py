@@ -1,11 +1,13 @@
 """Voila dashboard: one ipywidget builder per panel, plus the app that composes them.
 
-Data flow: :mod:`.data` (what to probe: a :class:`~revdistill.experiment.tasks.Task`) ->
-:mod:`.analysis` (reference ladders + :func:`~revdistill.experiment.pipeline.run_experiment` + slicer
-views; no widgets) -> the panels (:mod:`.models_panel`, :mod:`.decomposition_panel`,
-:mod:`.slicer_panel`, :mod:`.umap_panel`, :mod:`.scaling_panel`), each reading the typed
-:class:`~.analysis.Analysis` that :class:`~.state.DashboardState` publishes -> :mod:`.app`. The panels
-hold UI only: the science lives in :mod:`revdistill.experiment` and :mod:`revdistill.views`.
+Data flow: :mod:`.data` (what to probe: a :class:`~revdistill.experiment.tasks.Task`) -> the compute service
+(:mod:`revdistill.service`: reference ladders + :func:`~revdistill.experiment.pipeline.run_experiment` +
+slicer views + projections, shared by every visitor) -> the panels (:mod:`.models_panel`,
+:mod:`.decomposition_panel`, :mod:`.slicer_panel`, :mod:`.umap_panel`, :mod:`.scaling_panel`,
+:mod:`.landscape_panel`), each reading the typed :class:`~revdistill.service.results.AnalysisResult` that
+:class:`~.state.DashboardState` publishes -> :mod:`.app`. The panels hold UI only: the science lives in
+:mod:`revdistill.experiment` and :mod:`revdistill.views`, and runs in the service; a visitor's kernel
+imports no compute library (torch, numba, UMAP, scikit-learn, SciPy, h5py).
 
 Helpers: :mod:`.widgets` builds figures and the error box, :mod:`.serving` makes Voila ship plotly's
 widget code once per page, :mod:`.kernels` is the Voila server's kernel manager (a kernel taken from the

@@ -124,8 +124,8 @@ def build_app(options: DashboardOptions | None = None, *, warm_up: bool = True,
     options : DashboardOptions, optional
         Paths and limits (cache, weights, ProteinGym folder, upload size).
     warm_up : bool, default=True
-        Start compiling UMAP in a background thread now (the kernel starts before the visitor comes
-        when Voila preheats kernels, so the first UMAP is fast).
+        Ask the compute service to compile UMAP now (once per server; the kernel starts before the
+        visitor comes when Voila preheats kernels, so the first UMAP is fast).
     log_file : str or Path, optional
         Also write the log (with tracebacks) to this file.
 
@@ -138,15 +138,11 @@ def build_app(options: DashboardOptions | None = None, *, warm_up: bool = True,
     if under_voila():
         prepare_static(Path.cwd())  # plotly's widget code, served once per page (see .serving)
     state = DashboardState(options)
-    if warm_up:
-        from revdistill.views.projection import start_warm_up  # noqa: PLC0415
-
-        start_warm_up()
     errors = ErrorBox(state)
     models = ModelsPanel(state)
     decomposition = DecompositionPanel(state)
     slicer = SlicerPanel(state)
-    umap = UmapPanel(state)
+    umap = UmapPanel(state, warm_up=warm_up)
     scaling = ScalingPanel(state)
     landscape = LandscapePanel(state)
     widget = widgets.VBox([

@@ -10,32 +10,9 @@ import numpy as np
 from .state import DashboardState
 from .widgets import figure_widget, replace_widgets, section_title
 
-__all__ = ["DecompositionPanel", "build_decomposition_panel", "block_correlations"]
+__all__ = ["DecompositionPanel", "build_decomposition_panel"]
 
 ORTHOGONAL_TOLERANCE = 1e-6
-
-
-def block_correlations(nested: Any) -> list[float]:
-    """Largest absolute correlation between each level's block and the prefix before it.
-
-    Computed on the rows shown (pooled sequences). On the per-residue fitting data the ladder makes
-    it zero by construction; on pooled rows it is small but need not be zero.
-
-    Returns
-    -------
-    list of float
-        One value per level after the first.
-    """
-    values = np.asarray(nested.values, dtype=np.float64)
-    centred = values - values.mean(axis=0)
-    scale = np.sqrt((centred**2).sum(axis=0))
-    scale[scale == 0] = 1.0
-    normalised = centred / scale
-    result = []
-    for start, end in zip(nested.boundaries[:-1], nested.boundaries[1:]):
-        correlation = normalised[:, :start].T @ normalised[:, start:end]
-        result.append(float(np.abs(correlation).max()) if correlation.size else 0.0)
-    return result
 
 
 def _configure_axes(figure: Any) -> None:
@@ -90,24 +67,24 @@ class DecompositionPanel:
     def _values(analysis: Any) -> tuple[list[str], list[float], list[float], list[float], list[float]]:
         if analysis is None:
             return [], [], [], [], []
-        rows = analysis.ladder.ladder.diagnostics()
+        rows = analysis.ladder.diagnostics
         steps = [f"{row['small']}→{row['large']}" for row in rows]
         r2 = [float(row["r2"]) for row in rows]
         residual = [float(row["residual_explained_variance_ratio"]) for row in rows]
         fitted = [max(abs(float(row["max_abs_corr_prefix"])), 1e-17) for row in rows]
-        pooled = [max(value, 1e-17) for value in block_correlations(analysis.nested)]
+        pooled = [max(value, 1e-17) for value in analysis.block_correlations]
         return steps, r2, residual, fitted, pooled
 
     @staticmethod
     def _table_html(analysis: Any) -> str:
         if analysis is None:
             return "<span class='rd-hint'>Press Compute to fit a ladder.</span>"
-        pooled = block_correlations(analysis.nested)
+        pooled = analysis.block_correlations
         ladder = analysis.ladder
         lines = ["<table class='rd-table'><tr><th>step</th><th>dims</th><th>regressor</th><th>R²</th>"
                  "<th>PCR components kept</th><th>residual variance kept</th>"
                  "<th>max |corr| with prefix (fit / pooled)</th><th>orthogonal</th></tr>"]
-        for row, pooled_corr in zip(ladder.ladder.diagnostics(), pooled):
+        for row, pooled_corr in zip(ladder.diagnostics, pooled):
             fitted = abs(float(row["max_abs_corr_prefix"]))
             components = row.get("n_regression_components")
             if not np.isfinite(fitted):

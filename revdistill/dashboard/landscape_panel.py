@@ -103,7 +103,7 @@ class LandscapePanel:
             self.message.value = f"<span class='rd-hint'>{html.escape(NEEDS_DMS)}</span>"
             self._replace_figure(None)
             return
-        schemes = analysis.result.schemes
+        schemes = analysis.schemes
         self._filling = True
         try:
             self.scheme.options = [(SCHEME_LABELS.get(s, s), s) for s in schemes]
@@ -116,9 +116,9 @@ class LandscapePanel:
         self.show()
 
     def _fill_representations(self) -> None:
-        predictions = self.analysis.task_result.predictions
+        predictions = self.analysis.predictions
         options = prediction_options(predictions, self.scheme.value)
-        primary, compare = default_keys(options, tuple(self.analysis.nested.boundaries))
+        primary, compare = default_keys(options, tuple(self.analysis.boundaries))
         old_primary, old_compare = self.representation.value, self.compare.value
         self.representation.options = options
         self.compare.options = [("none", None)] + options
@@ -148,7 +148,7 @@ class LandscapePanel:
         from revdistill.views.landscape import landscape, landscape_figure, prediction_label  # noqa: PLC0415
 
         analysis, scheme = self.analysis, self.scheme.value
-        predictions = analysis.task_result.predictions
+        predictions = analysis.predictions
         key = (scheme, *self.representation.value)
         table = analysis.task.table
         self.landscape = landscape(table, predictions[key])

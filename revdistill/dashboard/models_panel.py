@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import html
 import logging
+import threading
 from typing import Any
 
 import ipywidgets as widgets
 
-from .analysis import (FIT_ON_CHOICES, LADDER_CORPORA, TINY_FAMILY, Choices, ModelChoice, available_device,
-                       compute_analysis, default_models, model_choices, ordered_models, task_store_path)
+from revdistill.esm.batching import embedded_residues
+
+from .analysis import FIT_ON_CHOICES, LADDER_CORPORA, Choices, ModelChoice, default_models
 from .assay_browser import AssayBrowser
 from .data import demo_task, proteingym_task, uploaded_task
 from .state import DashboardState
-from .timing import (Estimate, ProgressClock, cached_speed, calibrate, corpus_residues_to_embed, embedded_residues,
-                     stored_records)
+from .timing import Estimate, ProgressClock
 from .weights_panel import WeightsControls
 from .widgets import Throttle, section_title
 
@@ -60,8 +61,9 @@ class ModelsPanel:
     def __init__(self, state: DashboardState, check_network: bool = True) -> None:
         self.state = state
         options = state.options
-        device = available_device()
-        self.choices: list[ModelChoice] = model_choices(device, options.weights_dir)
+        environment = state.compute.environment()
+        device = environment.device
+        self.choices: list[ModelChoice] = list(environment.choices)
         defaults = default_models(self.choices)
         self.banner = widgets.HTML("")
         self.checkboxes: dict[str, widgets.Checkbox] = {}
@@ -94,6 +96,9 @@ class ModelsPanel:
         self.estimate.add_class("rd-estimate")
         self.compute = widgets.Button(description="Compute", button_style="primary", icon="play")
         self.compute.add_class("rd-compute")
+        self.cancel = widgets.Button(description="Cancel", icon="stop", layout={"display": "none"})
+        self.cancel.add_class("rd-cancel")
+        self._cancel = threading.Event()
         self.progress = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, layout={"width": "300px"})
         self.status = widgets.Label(value="Choose models and data, then press Compute.")
         self.status.add_class("rd-status")
@@ -110,7 +115,7 @@ class ModelsPanel:
                           "ESM-2 sizes form the ladder (small → large); a missing size can be downloaded here."),
             self.banner, models_box, data_box, widgets.HBox([self.device]),
             widgets.HBox([self.fit_on, self.corpus]), protocol, self.estimate,
-            widgets.HBox([self.compute, self.progress, self.status]),
+            widgets.HBox([self.compute, self.cancel, self.progress, self.status]),
         ])
         self.widget.add_class("rd-panel")
         self._show_banner()
@@ -118,7 +123,7 @@ class ModelsPanel:
 
     # -- models ----------------------------------------------------------------------------------------
     def _models_box(self, defaults: tuple[str, ...]) -> widgets.VBox:
-        from revdistill.esm.models import get_spec  # noqa: PLC0415
+        from revdistill.esm.models.registry import get_spec  # noqa: PLC0415
 
         real = [widgets.HTML("<b>ESM-2 (pretrained)</b>")]
         tiny = [widgets.HTML("<b>Tiny untrained family (offline demo)</b>")]
@@ -138,7 +143,7 @@ class ModelsPanel:
 
     def refresh_models(self) -> None:
         """Read which models can be chosen again (after a download) and enable their checkboxes."""
-        self.choices = model_choices(self.device.value, self.state.options.weights_dir)
+        self.choices = list(self.state.compute.environment(refresh=True).choices)
         for choice in self.choices:
             box = self.checkboxes[choice.alias]
             box.disabled = not choice.available
@@ -149,7 +154,9 @@ class ModelsPanel:
         self.update_estimate()
 
     def _show_banner(self) -> None:
-        available = [c.alias for c in self.choices if c.available and c.alias not in TINY_FAMILY]
+        from revdistill.esm.models.registry import get_spec  # noqa: PLC0415
+
+        available = [c.alias for c in self.choices if c.available and get_spec(c.alias).trained]
         if available:
             self.banner.value = ""
             return
@@ -178,6 +185,7 @@ class ModelsPanel:
             control.observe(guard(lambda _change: self.update_estimate(), "estimate"), names="value")
         self.upload.observe(guard(self._on_upload, "upload"), names="value")
         self.compute.on_click(guard(self.on_compute, "Compute"))
+        self.cancel.on_click(guard(self.on_cancel, "Cancel"))
 
     def _on_source(self, change: dict[str, Any]) -> None:
         source = change["new"]
@@ -227,9 +235,10 @@ class ModelsPanel:
         return int(self.subsample_size.value)
 
     # -- estimate --------------------------------------------------------------------------------------
-    def _workload(self, models: tuple[str, ...]) -> tuple[int, int, float, int | None, list | None]:
-        """``(records, residues to embed, mean residues per record, stored records or None, records if known)``
-        of the chosen data."""
+    def _workload(self, choices: Choices) -> tuple[int, int, float, int | None, int]:
+        """``(records, residues to embed, mean residues per record, stored records or None, corpus residues)``
+        of the chosen data; the store and the ladder cache are read by the compute service."""
+        long_sequences = self.state.compute.environment().long_sequences  # the service's engine rule
         dms_id = self.browser.selected if self.source.value == "proteingym" else None
         if self.source.value == "proteingym" and (dms_id is None or not bool(self.browser.row(dms_id)["local"])):
             if dms_id is None:
@@ -237,61 +246,55 @@ class ModelsPanel:
             row = self.browser.row(dms_id)
             records = int(row["singles"] if self.state.protocol.singles_only else row["total"])
             size = self._subsample_size(records) or records
-            per_record = embedded_residues(int(row["length"]))
-            return size, size * per_record, per_record, None, None
+            per_record = embedded_residues(int(row["length"]), long_sequences)
+            info = self.state.compute.estimate(choices, length=per_record)
+            self._speed = info.speed
+            return size, size * per_record, per_record, None, info.corpus_residues
         task = self.load_task()
         size = self._subsample_size(len(task)) or len(task)
-        stored = stored_records(task_store_path(task, models, self.state.embedder(self.device.value),
-                                                self.state.options.cache_dir)) if size == len(task) else set()
-        lengths = {record_id: embedded_residues(len(sequence)) for record_id, sequence in task.records}
-        todo = sum(n for record_id, n in list(lengths.items())[:size] if record_id not in stored)
-        return size, todo, sum(lengths.values()) / max(len(lengths), 1), len(stored), task.records
+        lengths = [embedded_residues(len(sequence), long_sequences) for _, sequence in task.records]
+        length = sum(lengths) / max(len(lengths), 1)
+        whole = size == len(task)
+        info = self.state.compute.estimate(
+            choices, length=length, store_key="proteingym" if task.from_benchmark else task.key,
+            ids=[record_id for record_id, _ in task.records] if whole else None,
+            records=task.records if choices.corpus == "data" else None)
+        self._speed = info.speed
+        stored = info.stored if info.stored is not None else [False] * len(lengths)
+        todo = sum(n for n, known in zip(lengths[:size], stored[:size]) if not known)
+        return size, todo, length, int(sum(stored)) if whole else 0, info.corpus_residues
 
     def update_estimate(self) -> None:
         """Show what Compute has to embed and about how long it takes; measure the speed if not known."""
         try:
-            models = ordered_models(self.selected_models())
+            from revdistill.esm.models.registry import parse_models  # noqa: PLC0415
+
+            models = parse_models(self.selected_models())
             if len(models) < 2:
                 raise LookupError("tick at least two model sizes")
-            records, residues, length, stored, known = self._workload(models)
+            choices = Choices(models=models, fit_on=self.fit_on.value, corpus=self.corpus.value,
+                              device=self.device.value)
+            records, residues, length, stored, corpus = self._workload(choices)
         except (LookupError, ValueError) as reason:
             self.estimate.value = f"<span class='rd-hint'>Estimate: {html.escape(str(reason))}.</span>"
             self._estimate = None
             return
-        embedder = self.state.embedder(self.device.value)
-        options = self.state.options
-        corpus = corpus_residues_to_embed(models, self.corpus.value, self.fit_on.value, embedder, options.cache_dir,
-                                          known)
-        speed = cached_speed(models, self.device.value, embedder.options.numerics(), length,
-                             threads=self._threads(), cache=options.cache_dir)
+        speed = self._speed
         self._estimate = Estimate(records=records, residues=residues, stored=stored, corpus_residues=corpus,
                                   speed=speed)
         self.estimate.value = f"<span class='rd-hint'>Estimate: {html.escape(self._estimate.describe())}</span>"
         if speed is None:
-            self._calibrate(models, length)
+            self._calibrate(choices, length)
 
-    def _threads(self) -> int:
-        import torch  # noqa: PLC0415
-
-        threads = self.state.options.cpu_threads
-        return int(threads if threads is not None else torch.get_num_threads()) if self.device.value == "cpu" else 0
-
-    def _calibrate(self, models: tuple[str, ...], length: float) -> None:
+    def _calibrate(self, choices: Choices, length: float) -> None:
         """Measure the speed of ``models`` in the background (once per setting), then redo the estimate."""
-        key = (models, self.device.value, round(length))
+        key = (choices.models, choices.device, round(length))
         if key in self._calibrating:
             return
         self._calibrating.add(key)
-        embedder, options = self.state.embedder(self.device.value), self.state.options
-
-        def work() -> Any:
-            if self.device.value == "cpu" and options.cpu_threads is not None:
-                import torch  # noqa: PLC0415
-
-                torch.set_num_threads(int(options.cpu_threads))
-            return calibrate(embedder, models, int(length), cache=options.cache_dir)
-
-        self.state.run_task("measure embedding speed", work, lambda _speed: self.update_estimate())
+        compute = self.state.compute
+        self.state.run_task("measure embedding speed", lambda: compute.calibrate(choices, length),
+                            lambda _speed: self.update_estimate())
 
     # -- compute ---------------------------------------------------------------------------------------
     def on_compute(self, _button: Any = None) -> None:
@@ -303,12 +306,13 @@ class ModelsPanel:
             self.browser.row(dms_id)["local"])
         task = None if fetch else self.load_task()
         want = self.subsample.value and int(self.subsample_size.value)
-        options = self.state.options
-        embedder = self.state.embedder(choices.device)
+        options, compute = self.state.options, self.state.compute
+        self._cancel = cancel = threading.Event()
         estimate = getattr(self, "_estimate", None)
         clock = ProgressClock(None if estimate is None else estimate.seconds)
         post = Throttle(self.state, self._set_progress, interval=0.25)
         self.compute.disabled = True
+        self.cancel.layout.display = "flex"
         self.progress.value, self.progress.bar_style = 0.0, "info"
         self.status.value = f"{dms_id or task.name}: starting with models {', '.join(choices.models)} …"
 
@@ -327,8 +331,7 @@ class ModelsPanel:
                 from revdistill.experiment.tasks import subsample_task  # noqa: PLC0415
 
                 task = subsample_task(task, want, SUBSAMPLE_SEED)
-            return compute_analysis(task, choices, self.state.protocol, embedder=embedder, cache=options.cache_dir,
-                                    cpu_threads=options.cpu_threads,
+            return compute.analysis(task, choices, self.state.protocol, cancel=cancel,
                                     progress=lambda f, m: post(f, f"{m} · {clock.describe(f)}"))
 
         def done(analysis: Any) -> None:
@@ -340,6 +343,7 @@ class ModelsPanel:
 
         def finally_() -> None:
             self.compute.disabled = False
+            self.cancel.layout.display = "none"
             if fetch:
                 self.browser.mark_local(dms_id)
             if self.progress.bar_style != "success":
@@ -348,6 +352,11 @@ class ModelsPanel:
             self.update_estimate()
 
         self.state.run_task("Compute", work, done, finally_=finally_)
+
+    def on_cancel(self, _button: Any = None) -> None:
+        """Stop the running Compute at its next progress point (what is stored so far stays whole)."""
+        self._cancel.set()
+        self.status.value = "Cancelling …"
 
     def _set_progress(self, fraction: float, message: str) -> None:
         if self.progress.bar_style == "info":  # a late update must not undo "done" or "failed"

@@ -13,6 +13,7 @@ import functools
 import logging
 import os
 import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -33,7 +34,7 @@ class DashboardOptions:
     ----------
     cache_dir : Path or None
         Cache root (embedding stores, reference ladders, corpora, UMAP coordinates); default
-        :func:`revdistill.paths.cache_root` (``$REVDISTILL_CACHE`` or ``~/.cache/revdistill``).
+        :func:`revdistill.io.paths.cache_root` (``$REVDISTILL_CACHE`` or ``~/.cache/revdistill``).
     weights_dir : Path or None
         Folder holding ESM-2 checkpoints; default the torch-hub cache.
     proteingym_dir : Path or None
@@ -44,8 +45,12 @@ class DashboardOptions:
         Run expensive work in a thread pool (True), inline (False), or decide by whether an event
         loop is running (None: inside a kernel yes, in a plain script no).
     cpu_threads : int or None
-        torch threads for embedding on CPU in this kernel (one kernel per visitor: 1 by default;
+        torch threads of an embedding job computed in this process (``service=False``; 1 by default;
         None leaves torch's setting alone).
+    service : bool or None
+        Compute in the server's one compute service (True), in this process (False), or decide (None:
+        ``$REVDISTILL_SERVICE`` when set, else the service inside a kernel and this process in a plain
+        script). The service is started by the first kernel that needs it.
     """
 
     cache_dir: Path | None = None
@@ -54,11 +59,12 @@ class DashboardOptions:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     background: bool | None = None
     cpu_threads: int | None = 1
+    service: bool | None = None
 
     @classmethod
     def from_env(cls) -> "DashboardOptions":
         """Options from ``REVDISTILL_CACHE``, ``REVDISTILL_PROTEINGYM_DIR`` and ``REVDISTILL_MAX_UPLOAD_MB``
-        (each optional; ``REVDISTILL_WEIGHTS`` is read where weights are, by :mod:`revdistill.esm.models`)."""
+        (each optional; ``REVDISTILL_WEIGHTS`` is read where weights are, by :mod:`revdistill.esm.models.weights`)."""
         def path(name: str) -> Path | None:
             value = os.environ.get(name)
             return Path(value).expanduser() if value else None
@@ -105,7 +111,8 @@ class DashboardState:
         self.analysis: Any = None
         self.errors: list[ErrorRecord] = []
         self._analysis_listeners: list[Callable[[Any], None]] = []
-        self._embedders: dict[Any, Any] = {}
+        self._compute: Any = None
+        self.visitor = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._error_listeners: list[Callable[[ErrorRecord], None]] = []
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -125,21 +132,33 @@ class DashboardState:
         for listener in list(self._analysis_listeners):
             listener(analysis)
 
-    def embedder(self, device: str) -> Any:
-        """The session's embedder for ``device``.
+    @property
+    def compute(self) -> Any:
+        """The session's :class:`~revdistill.service.results.DashboardCompute` (chosen on first use).
 
-        With ``$REVDISTILL_EMBED_WORKER=1`` (what ``make dashboard`` sets) a client of the server's one
-        embedding worker, which owns the models for every visitor; otherwise the models load in this
-        kernel and stay loaded between computations.
+        With the service (``make dashboard``, Voila, JupyterLab) the kernel sends its work to the server's
+        one compute service, which owns the models and compiles UMAP once for every visitor; otherwise the
+        work runs in this process.
         """
-        from revdistill.esm.runner import EmbedOptions  # noqa: PLC0415
-        from revdistill.esm.worker import make_embedder  # noqa: PLC0415
+        from revdistill.service.client import ServiceClient, ServiceCompute, use_service_from_env  # noqa: PLC0415
+        from revdistill.service.results import DashboardCompute  # noqa: PLC0415
 
-        if device not in self._embedders:
-            dtype = "bf16" if device.startswith("cuda") else "fp32"
-            self._embedders[device] = make_embedder(EmbedOptions(device=device, dtype=dtype,
-                                                                 weights_dir=self.options.weights_dir))
-        return self._embedders[device]
+        with self._lock:
+            if self._compute is None:
+                service = self.options.service
+                if service is None:
+                    service = use_service_from_env()
+                if service is None:
+                    service = self.event_loop() is not None
+                if service:
+                    backend: Any = ServiceCompute(ServiceClient(visitor=self.visitor))
+                else:
+                    from revdistill.service.client import LocalCompute  # noqa: PLC0415
+
+                    backend = LocalCompute(threads=self.options.cpu_threads)
+                self._compute = DashboardCompute(backend, cache_dir=self.options.cache_dir,
+                                                 weights_dir=self.options.weights_dir)
+            return self._compute
 
     # -- errors ----------------------------------------------------------------------------------
     def report_error(self, where: str, error: BaseException) -> ErrorRecord:

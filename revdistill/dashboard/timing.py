@@ -5,7 +5,7 @@ Real ESM-2 weights on a CPU are slow (a median ProteinGym assay, ~300,000 residu
 there is to embed and about how long it takes. The speed is *measured*: :func:`calibrate` embeds a
 few seeded random sequences with the chosen models on the chosen device (after a warm-up pass that
 also loads the models, which the computation then reuses) and caches the rate under
-:func:`revdistill.paths.cache_dir` ``("calibration")``, one JSON file per models × device × numerics ×
+:func:`revdistill.io.paths.cache_dir` ``("calibration")``, one JSON file per models × device × numerics ×
 threads × length bucket. While a computation runs, :class:`ProgressClock` turns progress fractions
 into an estimated time left, starting from the estimate and moving to the observed pace.
 """
@@ -25,22 +25,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["Speed", "Estimate", "ProgressClock", "calibrate", "cached_speed", "embedded_residues",
-           "length_bucket", "format_duration", "corpus_residues_to_embed", "stored_records", "MAX_TOKENS",
-           "WINDOW_OVERLAP"]
+from revdistill.esm.batching import MAX_RESIDUES, embedded_residues
+from revdistill.esm.interfaces import Embedder
+from revdistill.esm.sequences import AMINO_ACIDS
 
-#: ESM-2's longest input and the overlap of the windows longer sequences are cut into (see revdistill.esm.embed).
-MAX_TOKENS, WINDOW_OVERLAP = 1022, 256
-_BUCKETS = (64, 128, 256, 512, 1022)
-_AMINO = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
+__all__ = ["Speed", "Estimate", "ProgressClock", "calibrate", "cached_speed", "length_bucket", "format_duration",
+           "corpus_residues_to_embed", "stored_records"]
 
-
-def embedded_residues(length: int) -> int:
-    """Residues the models actually run for one sequence: windows of 1022 with overlap 256 when longer."""
-    if length <= MAX_TOKENS:
-        return int(length)
-    step = MAX_TOKENS - WINDOW_OVERLAP
-    return int(math.ceil((length - WINDOW_OVERLAP) / step) * MAX_TOKENS)
+_BUCKETS = (64, 128, 256, 512, MAX_RESIDUES)
+_AMINO = np.array(list(AMINO_ACIDS))
 
 
 def length_bucket(length: float) -> int:
@@ -98,7 +91,7 @@ def _key(models: Sequence[str], device: str, numerics: dict[str, Any], threads: 
 
 def _path(models: Sequence[str], device: str, numerics: dict[str, Any], threads: int, length: int,
           cache: str | Path | None) -> Path:
-    from revdistill.paths import cache_dir  # noqa: PLC0415
+    from revdistill.io.paths import cache_dir  # noqa: PLC0415
 
     return cache_dir("calibration", cache) / f"speed-{_key(models, device, numerics, threads, length)}.json"
 
@@ -123,8 +116,9 @@ def cached_speed(models: Sequence[str], device: str, numerics: dict[str, Any], l
         return None  # a damaged file is measured again
 
 
-def calibrate(embedder: Any, models: Sequence[str], length: int, *, cache: str | Path | None = None,
-              min_seconds: float = 1.5, max_residues: int = 4096, seed: int = 0) -> Speed:
+def calibrate(embedder: Embedder, models: Sequence[str], length: int, *, cache: str | Path | None = None,
+              threads: int | None = None, min_seconds: float = 1.5, max_residues: int = 4096,
+              seed: int = 0) -> Speed:
     """Measure how fast ``embedder`` embeds sequences of about ``length`` residues with ``models``.
 
     A warm-up pass (one sequence; it also loads the models, which stay loaded for the computation) is
@@ -143,6 +137,8 @@ def calibrate(embedder: Any, models: Sequence[str], length: int, *, cache: str |
         Typical sequence length of the data (bucketed by :func:`length_bucket`).
     cache : path, optional
         Cache root.
+    threads : int, optional
+        The torch threads the embedder uses (default: this process's setting).
 
     Returns
     -------
@@ -169,7 +165,7 @@ def calibrate(embedder: Any, models: Sequence[str], length: int, *, cache: str |
                 break
             first, count = first + count, 4 * count
     speed = Speed(residues_per_s=count * bucket / max(seconds, 1e-6), models=tuple(models), device=device,
-                  length=bucket, threads=_threads(device),
+                  length=bucket, threads=_threads(device) if threads is None else int(threads),
                   measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     path = _path(models, device, numerics, speed.threads, bucket, cache)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -186,7 +182,7 @@ def _proteingym_corpus() -> Any:
     return Corpus.proteingym_wildtypes()
 
 
-def corpus_residues_to_embed(models: Sequence[str], corpus: str, fit_on: str, embedder: Any,
+def corpus_residues_to_embed(models: Sequence[str], corpus: str, fit_on: str, embedder: Embedder,
                              cache: str | Path | None = None,
                              records: Sequence[tuple[str, str]] | None = None) -> int:
     """Residues of the ladder corpus still to embed: 0 when every ladder the choices need is cached.
@@ -204,7 +200,7 @@ def corpus_residues_to_embed(models: Sequence[str], corpus: str, fit_on: str, em
         The data set's records (``corpus="data"``).
     """
     from revdistill.experiment.ladders import Corpus, LadderSpec  # noqa: PLC0415
-    from revdistill.paths import cache_dir  # noqa: PLC0415
+    from revdistill.io.paths import cache_dir  # noqa: PLC0415
 
     if corpus == "proteingym":
         chosen = _proteingym_corpus()
@@ -220,7 +216,8 @@ def corpus_residues_to_embed(models: Sequence[str], corpus: str, fit_on: str, em
     if all((folder / f"{LadderSpec(models=tuple(models), corpus=chosen, fit_on=c, numerics=numerics).ladder_id}.npz")
            .is_file() for c in conventions):
         return 0
-    return sum(embedded_residues(len(sequence)) for _, sequence in chosen.records)
+    long_sequences = embedder.options.long_sequences
+    return sum(embedded_residues(len(sequence), long_sequences) for _, sequence in chosen.records)
 
 
 def stored_records(path: Path) -> set[str]:

@@ -1,13 +1,16 @@
-"""Panel 4, subspace UMAP: a prefix or the block a model adds, as PCA at once and UMAP in background."""
+"""Panel 4, subspace UMAP: a prefix or the block a model adds, as PCA at once and UMAP in background.
+
+Both projections are computed by the compute service (UMAP compiled once per server, results cached on
+disk and shared by every visitor); the kernel receives the coordinates and draws them.
+"""
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
 import ipywidgets as widgets
 import numpy as np
-
-from revdistill.views import projection as project
 
 from .data import color_options
 from .points import PointsFigure
@@ -22,28 +25,24 @@ TITLES = ("PCA (instant)", "UMAP (background, cached)")
 WIDTH, HEIGHT = 1100, 440
 
 
-def subspace_options(nested: Any) -> list[tuple[str, str]]:
+def subspace_options(levels: Any) -> list[tuple[str, str]]:
     """Dropdown options: every level's prefix, then every block a larger model adds.
+
+    Parameters
+    ----------
+    levels : AnalysisResult or NestedEmbedding
+        Anything with the nested embedding's ``names`` and ``boundaries``.
 
     Returns
     -------
     list of (label, key)
-        ``key`` is ``"prefix:<k>"`` or ``"block:<level>"``.
+        ``key`` is ``"prefix:<k>"`` or ``"block:<level>"`` (what the compute service projects).
     """
     options = [(f"prefix {end} = {name} level", f"prefix:{end}")
-               for name, end in zip(nested.names, nested.boundaries)]
-    for start, end, name in zip(nested.boundaries[:-1], nested.boundaries[1:], nested.names[1:]):
+               for name, end in zip(levels.names, levels.boundaries)]
+    for start, end, name in zip(levels.boundaries[:-1], levels.boundaries[1:], levels.names[1:]):
         options.append((f"block {name}: dims {start + 1}–{end} (what {name} adds)", f"block:{name}"))
     return options
-
-
-def _subspace(nested: Any, key: str) -> np.ndarray:
-    kind, _, value = key.partition(":")
-    if kind == "prefix":
-        return project.subspace(nested, prefix=int(value))
-    elif kind == "block":
-        return project.subspace(nested, block=value)
-    raise ValueError(f"subspace {key!r} must start with 'prefix:' or 'block:'")
 
 
 def color_values(table: Any, column: str) -> tuple[np.ndarray, dict[str, Any]]:
@@ -71,9 +70,10 @@ class UmapPanel:
         ``view.figure``.
     """
 
-    def __init__(self, state: DashboardState) -> None:
+    def __init__(self, state: DashboardState, warm_up: bool = True) -> None:
         self.state = state
         self.analysis: Any = None
+        self._ready, self._umap_note, self._base_note = False, "", ""
         self._filling = False  # set while the dropdowns are refilled: their callbacks then do nothing
         self.subspace = widgets.Dropdown(options=[("—", "")], description="Subspace", disabled=True,
                                          layout={"width": "420px"})
@@ -86,7 +86,8 @@ class UmapPanel:
         self.status.add_class("rd-umap-status")
         self.engine = widgets.HTML(self._engine_html())
         self.engine.add_class("rd-umap-engine")
-        self._watch_warm_up()
+        if warm_up:
+            self._watch_warm_up()
         self.view = PointsFigure([None, None], colors=np.zeros(0), labels=[], titles=TITLES, width=WIDTH,
                                  height=HEIGHT)
         self.subspace.observe(state.guard(self.on_subspace, "subspace"), names="value")
@@ -110,50 +111,48 @@ class UmapPanel:
         return self.view.figure
 
     @staticmethod
-    def _engine_html() -> str:
-        if project.umap_ready():
-            return "<span class='rd-hint'>UMAP engine: ready (compiled).</span>"
-        return ("<span class='rd-hint'>UMAP engine: compiling in the background (about a minute on "
+    def _engine_html(ready: bool = False) -> str:
+        if ready:
+            return "<span class='rd-hint'>UMAP engine: ready (compiled once for this server).</span>"
+        return ("<span class='rd-hint'>UMAP engine: compiling in the compute service (about a minute on "
                 "a fresh server; PCA works meanwhile).</span>")
 
     def _watch_warm_up(self) -> None:
-        """Refresh the engine note when the background warm-up finishes (on the kernel's loop)."""
-        loop = self.state.event_loop()
-
-        def refresh() -> None:
-            self.engine.value = self._engine_html()
-
-        if loop is None:
+        """Have the service compile UMAP (once per server: every kernel's request shares one job)."""
+        if self.state.event_loop() is None:
             return
-        project.on_warm_up_done(lambda: loop.call_soon_threadsafe(self.state.guard(refresh, "UMAP engine")))
+
+        def ready() -> None:
+            self._ready = True
+            self.engine.value = self._engine_html(True)
+
+        def warm_up() -> None:  # a thread of its own: the session's task thread stays free for the visitor
+            try:
+                self.state.compute.warm_up()
+            except Exception as error:  # noqa: BLE001 - shown in the app and logged
+                self.state.call_soon(self.state.report_error, "UMAP engine", error)
+            else:
+                self.state.call_soon(ready)
+
+        threading.Thread(target=warm_up, name="revdistill-umap-warm-up", daemon=True).start()
 
     # -- handlers ---------------------------------------------------------------------------------
     def update(self, analysis: Any) -> None:
         """New analysis: fill the dropdowns and show the full embedding's PCA (a new figure, built with its data)."""
         self.analysis = analysis
-        options = subspace_options(analysis.nested)
+        options = subspace_options(analysis)
         colors = color_options(analysis.task)
         self._filling = True  # (unobserve_all would also drop the widget's own value -> index link)
         try:
             self.subspace.options = options
-            self.subspace.value = options[len(analysis.nested.names) - 1][1]
+            self.subspace.value = options[len(analysis.names) - 1][1]
             self.color.options = [(c, c) for c in colors]
             self.color.value = colors[0]
         finally:
             self._filling = False
         for dropdown in (self.subspace, self.color, self.run_umap):
             dropdown.disabled = False
-        start = time.perf_counter()
-        values = _subspace(analysis.nested, self.subspace.value)
-        pca, cached = project.pca_view(values), self._cached_umap(values)
-        color, colorbar = color_values(analysis.task.table, self.color.value)
-        old, self.view = self.view, PointsFigure(
-            [pca, cached], colors=color, labels=analysis.task.table["label"].astype(str).tolist(), titles=TITLES,
-            width=WIDTH, height=HEIGHT, colorbar=colorbar, categorical=colorbar["tickvals"] is not None)
-        self._base_note = self.view.note
-        self._show_notes(values.shape[0], cached is not None)
-        replace_widgets(self.widget, (*self.widget.children[:-1], self.view.figure), [old])
-        self._status(values, time.perf_counter() - start, cached is not None)
+        self._project(new_figure=True)
 
     def on_subspace(self, change: dict[str, Any]) -> None:
         """Show the new subspace's PCA at once (and its UMAP if cached)."""
@@ -169,67 +168,80 @@ class UmapPanel:
 
     def show_subspace(self) -> None:
         """PCA of the chosen subspace now; UMAP from the cache if it is there, else cleared."""
-        values = _subspace(self.analysis.nested, self.subspace.value)
-        start = time.perf_counter()
-        pca = project.pca_view(values)
-        cached = self._cached_umap(values)
-        with self.view.figure.batch_update():
-            self.view.set_points(PCA_TRACE, pca)
-            self.view.set_points(UMAP_TRACE, cached)
-            self._show_notes(values.shape[0], cached is not None)
-        self._status(values, time.perf_counter() - start, cached is not None)
+        self._project(new_figure=False)
 
-    def _show_notes(self, n_points: int, umap_shown: bool) -> None:
+    def _project(self, new_figure: bool) -> None:
+        """Ask the service for the PCA and any cached UMAP of the chosen subspace, then draw them."""
+        analysis, key, compute = self.analysis, self.subspace.value, self.state.compute
+        start = time.perf_counter()
+
+        def work() -> tuple[Any, Any]:
+            return compute.projection(analysis, key, "pca"), compute.projection(analysis, key, "cached_umap")
+
+        def done(result: tuple[Any, Any]) -> None:
+            pca, cached = result
+            if self.analysis is not analysis or self.subspace.value != key:
+                return  # the visitor moved on
+            self._umap_note = cached.note
+            if new_figure:
+                color, colorbar = color_values(analysis.task.table, self.color.value)
+                old, self.view = self.view, PointsFigure(
+                    [pca.coords, cached.coords], colors=color, labels=analysis.task.table["label"].astype(str).tolist(),
+                    titles=TITLES, width=WIDTH, height=HEIGHT, colorbar=colorbar,
+                    categorical=colorbar["tickvals"] is not None)
+                self._base_note = self.view.note
+                self._show_notes(cached.coords is not None)
+                replace_widgets(self.widget, (*self.widget.children[:-1], self.view.figure), [old])
+            else:
+                with self.view.figure.batch_update():
+                    self.view.set_points(PCA_TRACE, pca.coords)
+                    self.view.set_points(UMAP_TRACE, cached.coords)
+                    self._show_notes(cached.coords is not None)
+            self._status(pca, time.perf_counter() - start, cached.coords is not None)
+
+        self.state.run_task("subspace view", work, done)
+
+    def _show_notes(self, umap_shown: bool) -> None:
         """The figure's note: what is drawn, a UMAP subsample, a subsampled data set."""
         parts = [self._base_note]
-        if umap_shown and project.umap_note(n_points):
-            parts.append(project.umap_note(n_points))
+        if umap_shown and self._umap_note:
+            parts.append(self._umap_note)
         if subsample_note(self.analysis.task):
             parts.append(subsample_note(self.analysis.task))
         self.view.set_note(" · ".join(parts))
 
-    def _status(self, values: np.ndarray, took: float, cached: bool) -> None:
-        self.status.value = (f"{values.shape[1]} dims × {values.shape[0]} rows · PCA {took * 1000:.0f} ms · "
+    def _status(self, pca: Any, took: float, cached: bool) -> None:
+        self.status.value = (f"{pca.n_dims} dims × {pca.n_points} rows · PCA {took * 1000:.0f} ms · "
                              + ("UMAP from cache" if cached else "UMAP: press Compute UMAP" + self._warm_note()))
 
     def _warm_note(self) -> str:
-        return "" if project.umap_ready() else " (first run compiles UMAP: about a minute)"
-
-    def _cached_umap(self, values: np.ndarray) -> np.ndarray | None:
-        return project.cached_umap_view(values, cache_dir=self._cache_dir())
-
-    def _cache_dir(self):
-        from revdistill.paths import cache_dir  # noqa: PLC0415
-
-        return cache_dir("umap", self.state.options.cache_dir)
+        return "" if self._ready else " (the first UMAP on a server compiles it: about a minute)"
 
     def on_run_umap(self, _button: Any = None) -> None:
-        """Compute the UMAP of the chosen subspace in the background."""
+        """Compute the UMAP of the chosen subspace in the compute service (in the background)."""
         if self.analysis is None:
             raise ValueError("press Compute first: there is no embedding to project yet")
-        key = self.subspace.value
-        values = _subspace(self.analysis.nested, key)
-        cache_dir = self._cache_dir()
+        analysis, key, compute = self.analysis, self.subspace.value, self.state.compute
         self.run_umap.disabled = True
-        note = project.umap_note(values.shape[0])
-        self.status.value = (f"UMAP of {values.shape[0]:,} points running…{self._warm_note()}"
-                             + (f" ({note})" if note else ""))
+        self.status.value = f"UMAP running in the compute service…{self._warm_note()}"
         start = time.perf_counter()
         view = self.view
 
-        def done(coords: np.ndarray) -> None:
+        def done(projection: Any) -> None:
+            self._umap_note = projection.note
             if self.subspace.value != key or self.view is not view:
                 return  # the user moved on; the result is cached for when they come back
             with view.figure.batch_update():
-                view.set_points(UMAP_TRACE, coords)
-                self._show_notes(values.shape[0], True)
-            self.status.value = (f"UMAP of {values.shape[0]:,} points: {time.perf_counter() - start:.1f} s (cached)"
-                                 + (f" · {note}" if note else ""))
+                view.set_points(UMAP_TRACE, projection.coords)
+                self._show_notes(True)
+            note = projection.note
+            self.status.value = (f"UMAP of {projection.n_points:,} points: {time.perf_counter() - start:.1f} s "
+                                 f"(cached)" + (f" · {note}" if note else ""))
 
         def finally_() -> None:
             self.run_umap.disabled = False
 
-        self.state.run_task("Compute UMAP", lambda: project.umap_view(values, cache_dir=cache_dir), done,
+        self.state.run_task("Compute UMAP", lambda: compute.projection(analysis, key, "umap"), done,
                             finally_=finally_)
 
 

@@ -1,10 +1,10 @@
 """ESM-2 weights from the app: each size's download size, a Download button and a progress bar.
 
-Downloads go through :func:`revdistill.esm.weights.download_weights` (fair-esm's published files, or
+Downloads go through :func:`revdistill.esm.models.weights.download_weights` (fair-esm's published files, or
 ``$REVDISTILL_WEIGHTS_URL``; resumable from ``<name>.pt.part``, checked, renamed into place) into the
-folder :func:`revdistill.esm.models.load_esm2` reads, on a thread of their own so Compute never waits for
+folder :func:`revdistill.esm.models.loading.load_esm2` reads, on a thread of their own so Compute never waits for
 them. Whether the server can be reached is checked once in the background when the panel is built
-(:func:`revdistill.esm.weights.check_online`): offline, the buttons say why instead of failing later.
+(:func:`revdistill.esm.models.weights.check_online`): offline, the buttons say why instead of failing later.
 When a download ends, ``on_change`` lets the models panel enable that size's checkbox.
 """
 from __future__ import annotations
@@ -56,7 +56,7 @@ class WeightsControls:
     """
 
     def __init__(self, state: DashboardState, on_change: Callable[[], None], check_network: bool = True) -> None:
-        from revdistill.esm.weights import weights_status  # noqa: PLC0415
+        from revdistill.esm.models.weights import weights_status  # noqa: PLC0415
 
         self.state, self.on_change = state, on_change
         self.offline: str | None = None
@@ -86,7 +86,7 @@ class WeightsControls:
     # -- state ------------------------------------------------------------------------------------------
     def refresh(self) -> None:
         """Show each size's state on disk (present, partial, missing) and its download size."""
-        from revdistill.esm.weights import weights_status  # noqa: PLC0415
+        from revdistill.esm.models.weights import weights_status  # noqa: PLC0415
 
         for status in weights_status(self.state.options.weights_dir):
             alias, button = status.alias, self.buttons[status.alias]
@@ -107,7 +107,7 @@ class WeightsControls:
 
     def _check_online(self) -> None:
         """Ask the weights server once, in the background; offline disables the buttons with the reason."""
-        from revdistill.esm.weights import check_online  # noqa: PLC0415
+        from revdistill.esm.models.weights import check_online  # noqa: PLC0415
 
         def work() -> None:
             reason = check_online(timeout=5.0)
@@ -126,7 +126,7 @@ class WeightsControls:
     # -- downloading ------------------------------------------------------------------------------------
     def download(self, alias: str) -> None:
         """Download one size in the background, with progress; then refresh the model choices."""
-        from revdistill.esm.weights import check_online, download_weights  # noqa: PLC0415
+        from revdistill.esm.models.weights import check_online, download_weights  # noqa: PLC0415
 
         if alias in self.active:
             return

@@ -23,7 +23,7 @@ residue the vector from the window whose centre is nearest (cut at the middle of
 
 Examples
 --------
->>> from revdistill.esm.models import tiny_ladder
+>>> from revdistill.esm.models.loading import tiny_ladder
 >>> from revdistill.esm.embed import LadderEmbedder
 >>> result = LadderEmbedder(tiny_ladder(), progress=False).run([("ubq", "MQIFVKTLTGK")])
 >>> result.pooled["tiny-64"].shape, result.moments.count
@@ -38,17 +38,16 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from revdistill.esm.batching import (LONG_MODES, Piece, merge_windows, packed_batches, padded_batches, padded_tokens,
-                                     plan, token_rows)
+from revdistill.esm.batching import (LONG_MODES, MAX_RESIDUES, WINDOW_OVERLAP, Piece, merge_windows, packed_batches,
+                                     padded_batches, padded_tokens, plan, token_rows)
 from revdistill.esm.forward import PackedTokens, lean_forward, packed_forward, stock_forward
 from revdistill.esm.sequences import validate_records
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ATTENTION_MODES", "MAX_RESIDUES", "EmbeddingResult", "LadderEmbedder", "embed", "stock_forward"]
+__all__ = ["ATTENTION_MODES", "MAX_RESIDUES", "WINDOW_OVERLAP", "EmbeddingResult", "LadderEmbedder", "embed",
+           "stock_forward"]
 
-#: Residues per forward pass ESM-2 was trained on (1024 positions minus BOS and EOS).
-MAX_RESIDUES = 1022
 #: Batch layouts of :class:`LadderEmbedder` (``"auto"``: packed on CUDA, padded elsewhere).
 ATTENTION_MODES = ("auto", "packed", "padded")
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
@@ -148,7 +147,7 @@ class LadderEmbedder:
 
     def __init__(self, models: Mapping[str, torch.nn.Module], alphabet=None, *, device: str | torch.device = "cpu",
                  dtype: str | torch.dtype = "fp32", token_budget: int | None = None,
-                 long_sequences: str = "window", window_overlap: int = 256, fast: bool = True,
+                 long_sequences: str = "window", window_overlap: int = WINDOW_OVERLAP, fast: bool = True,
                  progress: bool = True, attention: str = "auto") -> None:
         if not models:
             raise ValueError("models is empty: give at least one {name: model}")

@@ -15,7 +15,7 @@ positions, which loses position precision past ~256) and compute everything else
   (``torch.nn.attention.varlen.varlen_attn``, CUDA, fp16/bf16), else SDPA on jagged nested tensors,
   else SDPA over a padded scratch copy of q/k/v (correct on every device).
 
->>> from revdistill.esm.models import tiny_esm2
+>>> from revdistill.esm.models.loading import tiny_esm2
 >>> model, alphabet = tiny_esm2()
 >>> packed = PackedTokens.from_rows([[0, 5, 6, 2], [0, 7, 2]])      # BOS ... EOS, no padding
 >>> packed_forward(model, packed).shape

@@ -23,17 +23,25 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
+
+from revdistill.esm.batching import LONG_MODES
+from revdistill.esm.interfaces import EmbeddingStoreLike, ProgressCallback
+from revdistill.esm.models.registry import get_spec, parse_models
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EmbedOptions", "LocalEmbedder", "resolve_models", "ProgressCallback"]
+__all__ = ["EmbedOptions", "LocalEmbedder", "ProgressCallback", "DTYPE_BYTES", "default_dtype"]
 
-#: ``on_progress(done, total)``: records of this process's share embedded so far, and that share's size.
-ProgressCallback = Callable[[int, int], None]
-_LONG_MODES = ("window", "truncate", "error")
-_DTYPES = ("fp32", "bf16", "fp16")
+#: Bytes per weight in each numerics (what a model occupies on its device).
+DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+_DTYPES = tuple(DTYPE_BYTES)
 _STORAGE_DTYPES = ("float32", "float16")
+
+
+def default_dtype(device: str) -> str:
+    """The numerics used on ``device`` unless asked otherwise: ``"bf16"`` on CUDA, ``"fp32"`` elsewhere."""
+    return "bf16" if str(device).startswith("cuda") else "fp32"
 
 
 @dataclass(frozen=True)
@@ -53,7 +61,7 @@ class EmbedOptions:
     weights_dir : Path or None
         Folder of ESM-2 checkpoints (default fair-esm's torch-hub cache).
     download : bool
-        Let a missing checkpoint be downloaded (see :mod:`revdistill.esm.models`).
+        Let a missing checkpoint be downloaded (see :mod:`revdistill.esm.models.weights`).
     storage_dtype : {"float32", "float16"}
         On-disk dtype of stored vectors, fixed when a store is created.
     flush_every : int
@@ -75,8 +83,8 @@ class EmbedOptions:
     def __post_init__(self) -> None:
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype={self.dtype!r} must be one of {_DTYPES}")
-        if self.long_sequences not in _LONG_MODES:
-            raise ValueError(f"long_sequences={self.long_sequences!r} must be one of {_LONG_MODES}")
+        if self.long_sequences not in LONG_MODES:
+            raise ValueError(f"long_sequences={self.long_sequences!r} must be one of {LONG_MODES}")
         if self.storage_dtype not in _STORAGE_DTYPES:
             raise ValueError(f"storage_dtype={self.storage_dtype!r} must be one of {_STORAGE_DTYPES}")
         if isinstance(self.flush_every, bool) or not isinstance(self.flush_every, int) or self.flush_every < 1:
@@ -97,27 +105,6 @@ class EmbedOptions:
         return values
 
 
-def resolve_models(models: Sequence[str] | str) -> tuple[str, ...]:
-    """Model aliases in ladder order from names, aliases or a comma-separated string.
-
-    Raises
-    ------
-    ValueError
-        Unknown names (the message lists the known ones), repeats, or an empty list.
-    """
-    from revdistill.esm.models import get_spec
-
-    names = [name.strip() for name in models.split(",")] if isinstance(models, str) else [str(m) for m in models]
-    names = [name for name in names if name]
-    if not names:
-        raise ValueError("models is empty: name at least one model, e.g. '8M' or 'tiny-32,tiny-48'")
-    aliases = tuple(get_spec(name).alias for name in names)
-    repeated = sorted({alias for alias in aliases if aliases.count(alias) > 1})
-    if repeated:
-        raise ValueError(f"models={list(names)} names {repeated} more than once; give each model once")
-    return aliases
-
-
 class LocalEmbedder:
     """Embed records into stores with models loaded in this process (once, then kept).
 
@@ -132,7 +119,7 @@ class LocalEmbedder:
 
     def models(self, aliases: Sequence[str]) -> dict[str, Any]:
         """The loaded modules of ``aliases`` (loading the ones not loaded yet), in the given order."""
-        from revdistill.esm.models import load_esm2
+        from revdistill.esm.models.loading import load_esm2
 
         for alias in aliases:
             if alias not in self._models:
@@ -144,9 +131,10 @@ class LocalEmbedder:
         """Drop the loaded models (and free their memory)."""
         self._models.clear()
 
-    def embed(self, store: Any, records: Iterable[tuple[str, str]] | Mapping[str, str], models: Sequence[str] | str,
-              *, per_residue: bool | Iterable[str] = False, on_progress: ProgressCallback | None = None,
-              rank: int | None = None, world_size: int | None = None) -> int:
+    def embed(self, store: EmbeddingStoreLike, records: Iterable[tuple[str, str]] | Mapping[str, str],
+              models: Sequence[str] | str, *, per_residue: bool | Iterable[str] = False,
+              on_progress: ProgressCallback | None = None, rank: int | None = None,
+              world_size: int | None = None) -> int:
         """Embed the records ``store`` lacks with every model and commit them; return how many were added.
 
         Parameters
@@ -171,7 +159,7 @@ class LocalEmbedder:
         from revdistill.esm.embed import keep_ids
         from revdistill.esm.sequences import validate_records
 
-        aliases = resolve_models(models)
+        aliases = parse_models(models)
         records = validate_records(records)
         keep = keep_ids(records, per_residue, strict=True)
         rank, world_size = _rank_world(rank, world_size)
@@ -185,7 +173,6 @@ class LocalEmbedder:
 
     def _embed(self, store, records, aliases, keep, on_progress, rank, world_size) -> int:
         from revdistill.esm.embed import LadderEmbedder
-        from revdistill.esm.models import get_spec
 
         options = self.options
         dims = [get_spec(alias).dim for alias in aliases]
@@ -226,11 +213,9 @@ class LocalEmbedder:
 
 def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
     if rank is None or world_size is None:
-        import torch.distributed as dist
+        from revdistill.esm.distributed import rank_world
 
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-        return 0, 1
+        return rank_world()
     if not 0 <= int(rank) < int(world_size):
         raise ValueError(f"rank={rank} must be between 0 and world_size-1={int(world_size) - 1}")
     return int(rank), int(world_size)

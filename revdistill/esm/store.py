@@ -61,7 +61,7 @@ from typing import Sequence
 
 import numpy as np
 
-from revdistill._files import file_lock, fsync_dir, fsync_file
+from revdistill.io.files import file_lock, fsync_dir, fsync_file
 from revdistill.esm import _hdf5 as h5
 from revdistill.esm import _parts as files
 from revdistill.esm._hdf5 import FORMAT_NAME, FORMAT_VERSION, StoreDamagedError
@@ -209,7 +209,7 @@ class EmbeddingStore:
 
     @staticmethod
     def _alias(model: str) -> str:
-        from revdistill.esm.models import get_spec
+        from revdistill.esm.models.registry import get_spec
 
         return get_spec(model).alias
 
@@ -230,7 +230,7 @@ class EmbeddingStore:
         Parameters
         ----------
         wait : bool
-            ``False``: raise :class:`revdistill._files.LockBusyError` if another writer holds it.
+            ``False``: raise :class:`revdistill.io.files.LockBusyError` if another writer holds it.
         """
         target = Path(os.path.realpath(self.path))  # one lock per store file, however it is reached
         return file_lock(target.with_name(target.name + ".lock"), wait=wait, read_only_ok=True)
@@ -334,7 +334,7 @@ class EmbeddingStore:
         Parameters
         ----------
         wait : bool
-            ``False``: raise :class:`revdistill._files.LockBusyError` instead of waiting for a writer.
+            ``False``: raise :class:`revdistill.io.files.LockBusyError` instead of waiting for a writer.
 
         Raises
         ------

@@ -19,7 +19,7 @@ import pandas as pd
 from revdistill.proteingym.data import resolve_data_dir
 
 __all__ = ["AGGREGATIONS", "ZERO_SHOT_FALLBACK", "proteingym_average", "aggregate", "series_keys",
-           "zero_shot_reference"]
+           "zero_shot_reference", "variant_resamples", "variant_replicates", "interval"]
 
 AGGREGATIONS = {
     "mean": "plain mean over assays",
@@ -67,6 +67,78 @@ def _bootstrap_proteingym(units: pd.DataFrame, n_bootstrap: int, rng: np.random.
         v = group.to_numpy()
         total += v[rng.integers(0, len(v), size=(n_bootstrap, len(v)))].mean(axis=1)
     return total / len(groups)
+
+
+def variant_resamples(scores: np.ndarray, n_bootstrap: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bootstrap resamples of one assay's variants, shared by every series compared on it.
+
+    Parameters
+    ----------
+    scores : ndarray of shape (n_variants,)
+        The measured scores.
+    n_bootstrap : int
+    seed : int
+
+    Returns
+    -------
+    resamples : ndarray of shape (n_bootstrap, n_variants)
+        Variant indices drawn with replacement.
+    score_ranks : ndarray of shape (n_bootstrap, n_variants)
+        Ranks of the scores on the whole assay, taken at ``resamples``.
+    """
+    from scipy.stats import rankdata
+
+    n = len(scores)
+    resamples = np.random.default_rng(seed).integers(0, n, size=(n_bootstrap, n))
+    return resamples, rankdata(scores)[resamples]
+
+
+def variant_replicates(predictions: Sequence[np.ndarray], resamples: np.ndarray,
+                       score_ranks: np.ndarray) -> np.ndarray:
+    """Bootstrap replicates of a Spearman averaged over schemes, predictions held fixed.
+
+    Each replicate takes the Pearson correlation of the ranks computed on the whole assay at the
+    resampled variants (ranking every resample again costs ~50x more and moves the bounds in the third
+    decimal). Two series given the same ``resamples`` are paired: their difference is the paired replicate.
+
+    Parameters
+    ----------
+    predictions : sequence of ndarray of shape (n_variants,)
+        Out-of-fold predictions, one per scheme (averaged).
+    resamples, score_ranks : ndarray of shape (n_bootstrap, n_variants)
+        From :func:`variant_resamples`.
+
+    Returns
+    -------
+    ndarray of shape (n_bootstrap,)
+        NaN where a resample leaves a prediction constant.
+    """
+    from scipy.stats import rankdata
+
+    replicates = np.zeros(len(resamples))
+    for prediction in predictions:
+        replicates += _pearson_rows(rankdata(prediction)[resamples], score_ranks)
+    return replicates / max(len(predictions), 1)
+
+
+def interval(replicates: np.ndarray, ci: float, value: float = 0.0) -> tuple[float, float, float]:
+    """``(low, high, se)`` of the finite bootstrap ``replicates``; the bounds are NaN when there are none or
+    ``value`` is NaN, the standard error when fewer than two."""
+    good = replicates[np.isfinite(replicates)]
+    se = float(good.std(ddof=1)) if len(good) > 1 else math.nan
+    if not len(good) or not math.isfinite(value):
+        return math.nan, math.nan, se
+    low, high = np.quantile(good, [(1 - ci) / 2, (1 + ci) / 2])
+    return float(low), float(high), se
+
+
+def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each row of ``a`` with the same row of ``b``, ``(n_rows,)`` (NaN if constant)."""
+    a = a - a.mean(axis=1, keepdims=True)
+    b = b - b.mean(axis=1, keepdims=True)
+    denominator = np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, (a * b).sum(axis=1) / denominator, np.nan)
 
 
 def series_keys(results: pd.DataFrame) -> list[str]:
@@ -176,7 +248,7 @@ def zero_shot_reference(data_dir: str | Path | None = None) -> pd.DataFrame:
     DataFrame
         Columns ``model`` (``8M`` ...), ``params``, ``spearman``, ``label``, ``source``.
     """
-    from revdistill.esm.models import get_spec  # lazy: models imports torch
+    from revdistill.esm.models.registry import get_spec
 
     values, source = dict(ZERO_SHOT_FALLBACK), "built-in constants (ProteinGym v1.3 zero-shot leaderboard)"
     try:

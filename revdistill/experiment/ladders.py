@@ -27,10 +27,11 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
-from revdistill._files import file_lock, read_npz_meta, save_npz_together
+from revdistill.io.files import file_lock, read_npz_meta, save_npz_together
 from revdistill.core.ladder import FORMAT_VERSION as LADDER_FORMAT, DistillationLadder, check_fit_on
 from revdistill.core.naive import FORMAT_VERSION as NAIVE_FORMAT, NaiveConcatPCA
-from revdistill.paths import cache_dir
+from revdistill.esm.interfaces import Embedder
+from revdistill.io.paths import cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ class LadderSpec:
     numerics: tuple[tuple[str, Any], ...] = (("dtype", "fp32"), ("long_sequences", "window"))
 
     def __post_init__(self) -> None:
-        from revdistill.esm.models import get_spec
+        from revdistill.esm.models.registry import get_spec
 
         check_fit_on(self.fit_on)
         if len(self.models) < 2:
@@ -157,7 +158,7 @@ class LadderSpec:
 
     def provenance(self, estimator: str) -> dict[str, Any]:
         """The JSON declaration behind :attr:`ladder_id` (``"ladder"``) or :attr:`naive_id` (``"naive"``)."""
-        from revdistill.esm.models import get_spec
+        from revdistill.esm.models.registry import get_spec
 
         models = [{"alias": alias, "name": get_spec(alias).name, "trained": get_spec(alias).trained}
                   for alias in self.models]
@@ -218,7 +219,7 @@ class ReferenceLadder:
 
 
 def reference_ladder(models: Sequence[str], corpus: Corpus | None = None, *, fit_on: str = "nested",
-                     regressor: str = "pcr", alpha: float = 1.0, embedder: Any = None,
+                     regressor: str = "pcr", alpha: float = 1.0, embedder: Embedder | None = None,
                      cache: str | Path | None = None, progress: StageCallback | None = None) -> ReferenceLadder:
     """The reference ladder and naive baseline of ``models`` fitted on ``corpus``: cached or fitted now.
 
@@ -234,7 +235,7 @@ def reference_ladder(models: Sequence[str], corpus: Corpus | None = None, *, fit
         Embeds the corpus when the fit is not cached (default: a CPU ``LocalEmbedder``); its options'
         numerics are part of the ladder's identity.
     cache : path, optional
-        Cache root (default :func:`revdistill.paths.cache_root`).
+        Cache root (default :func:`revdistill.io.paths.cache_root`).
     progress : callable, optional
         ``progress(fraction, message)`` while the corpus is embedded.
     """
@@ -262,7 +263,7 @@ def reference_ladder(models: Sequence[str], corpus: Corpus | None = None, *, fit
                            label=corpus.description)
 
 
-def _fit(spec: LadderSpec, embedder: Any, cache: str | Path | None,
+def _fit(spec: LadderSpec, embedder: Embedder, cache: str | Path | None,
          progress: StageCallback | None) -> tuple[DistillationLadder, NaiveConcatPCA]:
     """Embed the corpus (once, resumably) and fit both estimators from its per-residue moments."""
     from revdistill.esm.store import EmbeddingStore
@@ -359,7 +360,7 @@ def ladder_from_file(path: str | Path) -> ReferenceLadder:
     ValueError
         Either file is damaged, or the baseline does not come from the same fit as the ladder.
     """
-    from revdistill._download import sha256_of
+    from revdistill.io.files import sha256_of
 
     path = Path(path)
     ladder = DistillationLadder.load(path)
@@ -378,7 +379,7 @@ def ladder_from_file(path: str | Path) -> ReferenceLadder:
 
 
 def authors_ladder(folder: str | Path, models: Sequence[str], *, pca: str | None = None,
-                   embedder: Any = None, cache: str | Path | None = None,
+                   embedder: Embedder | None = None, cache: str | Path | None = None,
                    progress: StageCallback | None = None) -> ReferenceLadder:
     """The authors' published scaler files as a ladder; its naive baseline is fitted the released way
     (``fit_on="raw"``) on the default corpus, since the files hold none."""

@@ -15,13 +15,14 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from revdistill.core.nested import NestedEmbedding
-from revdistill.experiment.aggregate import aggregate, series_keys
+from revdistill.esm.interfaces import Embedder, EmbeddingStoreLike
+from revdistill.experiment.aggregate import aggregate, interval, series_keys, variant_replicates, variant_resamples
 from revdistill.experiment.features import FeatureKey, build_features
 from revdistill.experiment.ladders import ReferenceLadder
 from revdistill.experiment.probe import blas_threads, cross_validate
@@ -31,7 +32,7 @@ from revdistill.experiment.tasks import Task
 logger = logging.getLogger(__name__)
 
 __all__ = ["RESULT_COLUMNS", "ExperimentResult", "TaskResult", "run_experiment", "pooled_rows", "default_store_path",
-           "NOT_COMPARABLE"]
+           "NOT_COMPARABLE", "summarize", "caption", "variant_summary"]
 
 RESULT_COLUMNS = (
     "assay", "scheme", "fit_on", "representation", "model", "dim", "spearman", "mse", "n_variants",
@@ -105,29 +106,77 @@ class ExperimentResult:
         return tuple(scheme for scheme in self.protocol.schemes if scheme in ran)
 
     def summary(self, how: Sequence[str] = ("proteingym", "mean")) -> pd.DataFrame:
-        """Spearman per series averaged over schemes and tasks, with intervals.
+        """Spearman per series averaged over schemes and tasks, with intervals (:func:`summarize`)."""
+        return summarize(self.table, self.variants, self.protocol, how=how)
 
-        Several tasks: ProteinGym's average and the plain mean, bootstrap over UniProt × function units
-        / assays (:func:`~revdistill.experiment.aggregate.aggregate`). One task: its Spearman averaged
-        over schemes, bootstrap over variants (the same resampled variants for every scheme and series).
-        """
+    @property
+    def variants(self) -> dict[str, tuple[np.ndarray, dict[PredictionKey, np.ndarray]]]:
+        """Per task: its scores and out-of-fold predictions (what paired intervals on one assay resample)."""
+        return {result.task.name: (result.task.scores, result.predictions) for result in self.tasks}
+
+    def paired(self) -> pd.DataFrame:
+        """Paired differences RD − ESM-2, RD − naive, RD prefix − truncated, with paired intervals
+        (:func:`~revdistill.experiment.paired.paired_summary`, the protocol's bootstrap settings)."""
+        from revdistill.experiment.paired import paired_summary
+
         protocol = self.protocol
-        if len(self.tasks) > 1:
-            return aggregate(self.table, how=how, n_bootstrap=protocol.n_bootstrap, ci=protocol.ci,
-                             seed=protocol.bootstrap_seed)
-        return _variant_summary(self.tasks[0], protocol)
+        return paired_summary(self.table, self.variants, n_bootstrap=protocol.n_bootstrap, ci=protocol.ci,
+                              seed=protocol.bootstrap_seed)
 
     def caption(self) -> str:
-        """What produced these numbers, in two lines: the protocol and the ladders."""
-        names = ", ".join(result.task.name for result in self.tasks[:3]) + (
-            f" and {len(self.tasks) - 3} more" if len(self.tasks) > 3 else "")
-        ladders = "; ".join(ladder.describe() for ladder in self.ladders)
-        return (f"{names} · models {' → '.join(self.models)} · {self.protocol.describe(self.schemes)} "
-                f"({NOT_COMPARABLE})\n{ladders}")
+        """What produced these numbers, in three lines: the protocol, the ladders (:func:`caption`), and the
+        deviations from the released method (corpus overlap with test wild types, exact PCA, long sequences,
+        folds)."""
+        text = caption([result.task.name for result in self.tasks], self.models, self.protocol, self.schemes,
+                       self.ladders)
+        return f"{text}\n{'; '.join(note.short for note in self.notes())}"
+
+    def notes(self) -> list:
+        """Where this run departs from the released method and ProteinGym
+        (:func:`~revdistill.experiment.deviations.method_notes`)."""
+        from revdistill.experiment.deviations import method_notes
+
+        wild_types = {result.task.name: result.task.target_seq for result in self.tasks if result.task.target_seq}
+        return method_notes(self.table, [getattr(ladder.ladder, "provenance_", None) for ladder in self.ladders],
+                            wild_types=wild_types)
+
+
+def summarize(table: pd.DataFrame, variants: Mapping[str, tuple[np.ndarray, Mapping[PredictionKey, np.ndarray]]],
+              protocol: Protocol, how: Sequence[str] = ("proteingym", "mean")) -> pd.DataFrame:
+    """Spearman per series averaged over schemes and tasks, with intervals.
+
+    Several tasks: ProteinGym's average and the plain mean, bootstrap over UniProt × function units
+    / assays (:func:`~revdistill.experiment.aggregate.aggregate`). One task: its Spearman averaged
+    over schemes, bootstrap over variants (the same resampled variants for every scheme and series).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Rows of :data:`RESULT_COLUMNS`.
+    variants : mapping
+        Assay name -> (true scores in record order ``(n_records,)``, out-of-fold predictions by
+        :data:`PredictionKey`); used for one task only.
+    protocol : Protocol
+    """
+    if table["assay"].nunique() > 1:
+        return aggregate(table, how=how, n_bootstrap=protocol.n_bootstrap, ci=protocol.ci,
+                         seed=protocol.bootstrap_seed)
+    name = str(table["assay"].iloc[0])
+    scores, predictions = variants[name]
+    return variant_summary(name, table, scores, predictions, protocol)
+
+
+def caption(names: Sequence[str], models: Sequence[str], protocol: Protocol, schemes: Sequence[str],
+            ladders: Sequence[ReferenceLadder]) -> str:
+    """Two lines naming what produced a table: tasks, models, protocol as it ran, then the ladders."""
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    described = "; ".join(ladder.describe() for ladder in ladders)
+    return (f"{shown} · models {' → '.join(models)} · {protocol.describe(schemes)} "
+            f"({NOT_COMPARABLE})\n{described}")
 
 
 def run_experiment(tasks: Sequence[Task], models: Sequence[str], ladders: Sequence[ReferenceLadder],
-                   protocol: Protocol, *, store: Any, embedder: Any,
+                   protocol: Protocol, *, store: EmbeddingStoreLike, embedder: Embedder,
                    progress: ProgressCallback | None = None) -> ExperimentResult:
     """Embed, build every representation from each ladder, and probe every task.
 
@@ -199,14 +248,14 @@ def default_store_path(task: Task | None, models: Sequence[str], numerics: dict[
     again; other data (uploads, CSVs) get a store named by their content (:attr:`Task.key`), so two
     uploads that reuse record names never collide.
     """
-    from revdistill.paths import cache_dir
+    from revdistill.io.paths import cache_dir
 
     key = "proteingym" if task is None or task.from_benchmark else task.key
     suffix = "-".join(str(value) for _, value in sorted(numerics.items()))
     return cache_dir("stores", cache) / f"{key}_{'_'.join(models)}_{suffix}.h5"
 
 
-def pooled_rows(store: Any, models: Sequence[str], ids: Sequence[str]) -> dict[str, np.ndarray]:
+def pooled_rows(store: EmbeddingStoreLike, models: Sequence[str], ids: Sequence[str]) -> dict[str, np.ndarray]:
     """Pooled vectors of ``ids`` (in that order) per model, float64."""
     stored = store.ids()
     row_of = {record_id: row for row, record_id in enumerate(stored)}
@@ -270,49 +319,26 @@ def _row(task: Task, scheme: str, key: FeatureKey, result: Any, ladder: Referenc
     }
 
 
-def _variant_summary(result: TaskResult, protocol: Protocol) -> pd.DataFrame:
+def variant_summary(name: str, table: pd.DataFrame, scores: np.ndarray,
+                    predictions: Mapping[PredictionKey, np.ndarray], protocol: Protocol) -> pd.DataFrame:
     """One task: Spearman averaged over schemes per series, bootstrap interval over variants.
 
-    Each replicate resamples the variants (the same resample for every scheme and series) and takes
-    the Pearson correlation of the ranks computed on the whole assay; that keeps a 16k-variant assay's
-    intervals at a few milliseconds per series (ranking every resample again costs ~50x more and
-    changes the bounds in the third decimal).
+    Every series and scheme sees the same resampled variants, predictions held fixed
+    (:func:`~revdistill.experiment.aggregate.variant_replicates`).
     """
-    from scipy.stats import rankdata
-
-    table = result.table
     keys = series_keys(table)
-    n = len(result.task.scores)
-    rng = np.random.default_rng(protocol.bootstrap_seed)
-    resamples = rng.integers(0, n, size=(protocol.n_bootstrap, n))
-    score_ranks = rankdata(result.task.scores)[resamples]
+    resamples, score_ranks = variant_resamples(scores, protocol.n_bootstrap, protocol.bootstrap_seed)
     rows_out = []
     for values, group in table.groupby(keys, sort=False):
         row = dict(zip(keys, values))
         value = float(group["spearman"].mean(skipna=False))
-        replicates = np.zeros(len(resamples))
-        for scheme in group["scheme"]:
-            prediction = result.predictions[(scheme, row.get("fit_on", ""), row["representation"], row["model"],
-                                             int(row["dim"]))]
-            replicates += _pearson_rows(rankdata(prediction)[resamples], score_ranks)
-        replicates /= len(group)
-        good = replicates[np.isfinite(replicates)]
-        low, high = (np.quantile(good, [(1 - protocol.ci) / 2, (1 + protocol.ci) / 2])
-                     if len(good) and math.isfinite(value) else (math.nan, math.nan))
+        series = [predictions[(scheme, row.get("fit_on", ""), row["representation"], row["model"],
+                                           int(row["dim"]))] for scheme in group["scheme"]]
+        low, high, se = interval(variant_replicates(series, resamples, score_ranks), protocol.ci, value)
         row.update({"dim": int(row["dim"]), "scheme": "average", "aggregation": "single assay",
-                    "aggregation_label": f"{result.task.name} (one assay)", "metric": "spearman", "value": value,
-                    "ci_low": float(low), "ci_high": float(high),
-                    "se": float(good.std(ddof=1)) if len(good) > 1 else math.nan, "n_assays": 1,
+                    "aggregation_label": f"{name} (one assay)", "metric": "spearman", "value": value,
+                    "ci_low": low, "ci_high": high, "se": se, "n_assays": 1,
                     "n_missing": int(not math.isfinite(value)), "coverage": protocol.ci,
                     "interval": "bootstrap over variants"})
         rows_out.append(row)
     return pd.DataFrame(rows_out)
-
-
-def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pearson correlation of each row of ``a`` with the same row of ``b``, ``(n_rows,)`` (NaN if constant)."""
-    a = a - a.mean(axis=1, keepdims=True)
-    b = b - b.mean(axis=1, keepdims=True)
-    denominator = np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denominator > 0, (a * b).sum(axis=1) / denominator, np.nan)

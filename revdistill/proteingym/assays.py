@@ -16,7 +16,7 @@ from revdistill.proteingym.mutants import MUTANT_SYNTAX, apply_mutant, check_mut
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Assay", "read_assay", "MIN_VARIANTS", "MAX_ABS_SCORE"]
+__all__ = ["Assay", "read_assay", "assay_source", "MIN_VARIANTS", "MAX_ABS_SCORE"]
 
 MIN_VARIANTS = 2 * N_FOLDS
 #: Largest magnitude a DMS score may have: far beyond any assay, far below float64 overflow of the squares
@@ -61,6 +61,16 @@ class Assay:
         if scheme not in self.fold_source:
             raise ValueError(f"scheme={scheme!r}; this assay has {sorted(self.fold_source)}")
         return self.variants[scheme].to_numpy(dtype=np.int64)
+
+
+def assay_source(id_or_csv: str | Path, data_dir: str | Path | None = None,
+                 reference: pd.DataFrame | None = None) -> tuple[str, str]:
+    """``(DMS id, where its CSV is)`` of an assay id or CSV path, without reading the variants.
+
+    Raises the errors :func:`read_assay` raises for an unknown id, a missing file or a missing CSV.
+    """
+    dms_id, _, _, source, _ = _resolve_assay_source(id_or_csv, data_dir, reference)
+    return dms_id, source
 
 
 def _resolve_assay_source(id_or_csv, data_dir, reference):

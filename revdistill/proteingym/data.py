@@ -1,7 +1,7 @@
 """ProteinGym v1.3 substitution data: where the files are, the reference file, downloads.
 
 Where the data come from, in order: the ``data_dir`` argument, the ``REVDISTILL_PROTEINGYM_DIR``
-environment variable, then the cache (:func:`revdistill.paths.cache_dir` ``("proteingym")``).
+environment variable, then the cache (:func:`revdistill.io.paths.cache_dir` ``("proteingym")``).
 Inside that folder any of these layouts is read:
 
 - ``DMS_substitutions.csv`` or ``reference_files/DMS_substitutions.csv`` (the reference file; when the
@@ -28,8 +28,8 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
-from revdistill._download import download_file, read_checksums
-from revdistill._files import open_zip, read_zip_member
+from revdistill.io.download import download_file, read_checksums
+from revdistill.io.files import open_zip, read_zip_member
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ class UnknownAssayError(ValueError):
 
 
 def default_cache_dir() -> Path:
-    """The ProteinGym cache folder, :func:`revdistill.paths.cache_dir` ``("proteingym")``."""
-    from revdistill.paths import cache_dir
+    """The ProteinGym cache folder, :func:`revdistill.io.paths.cache_dir` ``("proteingym")``."""
+    from revdistill.io.paths import cache_dir
 
     return cache_dir("proteingym")
 

@@ -6,7 +6,7 @@ ProteinGym publishes its assays as two large zips (:data:`~revdistill.proteingym
 1. read the end of the zip (end-of-central-directory record, and the ZIP64 one when present), then the
    central directory, to find the member ``<DMS_id>.csv`` and where its bytes are;
 2. read the member's local header, then download its compressed bytes (resumable:
-   :func:`revdistill._download.download_file` with a byte range), inflate them and check the CRC-32;
+   :func:`revdistill.io.download.download_file` with a byte range), inflate them and check the CRC-32;
 3. write ``<data folder>/<zip stem>/<DMS_id>.csv`` atomically, where
    :func:`~revdistill.proteingym.data.find_assay_csv` looks.
 
@@ -28,11 +28,11 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from revdistill._download import (
+from revdistill.io.download import (
     ChecksumError, ProgressCallback, RangeNotSupportedError, check_online as _check_online, download_file,
-    fetch_range, record_checksum, sha256_of,
+    fetch_range, record_checksum,
 )
-from revdistill._files import file_lock, open_zip
+from revdistill.io.files import file_lock, open_zip, sha256_of
 from revdistill.proteingym.data import (
     PROTEINGYM_URL_ENV, _unknown_assay, data_folders, load_reference, proteingym_base_url, writable_data_folder,
 )
@@ -151,7 +151,7 @@ def read_zip_directory(url: str, *, timeout: float = 60.0, retries: int = 3) -> 
         The server does not serve byte ranges (use the whole zip instead).
     ValueError
         Not a zip file, or a malformed directory.
-    revdistill._download.DownloadError
+    revdistill.io.download.DownloadError
         HTTP error or server unreachable.
     """
     options = {"timeout": timeout, "retries": retries}
@@ -302,10 +302,10 @@ def fetch_assay(
     ------
     UnknownAssayError
         ``dms_id`` is not in the reference file.
-    revdistill._download.DownloadError
+    revdistill.io.download.DownloadError
         Offline (the reason), HTTP errors such as 404, disk full, transfer broken after ``retries``
         attempts (the partial bytes are kept; the next call resumes).
-    revdistill._download.ChecksumError
+    revdistill.io.download.ChecksumError
         CRC-32 or digest mismatch (nothing is written).
     """
     if data_dir is not None:

@@ -12,9 +12,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from revdistill.views.style import COLOURS, DASH, METRIC_LABELS, SCHEME_LABELS, TEMPLATE, series_name
+from revdistill.views.style import COLOURS, DASH, FIT_ON_LABELS, METRIC_LABELS, SCHEME_LABELS, TEMPLATE, series_name
 
-__all__ = ["scaling_figure", "prefix_figure", "assay_figure", "model_axis", "caption_annotation"]
+__all__ = ["scaling_figure", "prefix_figure", "assay_figure", "model_axis", "caption_annotation", "paired_panel"]
+
+#: Height of a figure with the paired-difference panel under it (the dashboard and the report use it).
+PAIRED_HEIGHT = 640
 
 
 def _chosen(summary: pd.DataFrame, aggregation: str | None, metric: str) -> pd.DataFrame:
@@ -35,7 +38,7 @@ def _chosen(summary: pd.DataFrame, aggregation: str | None, metric: str) -> pd.D
 
 def model_axis(models: Sequence[str], x: str = "auto") -> tuple[dict[str, float], str]:
     """x coordinate per model: parameter count, or embedding dim when a model has none (tiny family)."""
-    from revdistill.esm.models import get_spec
+    from revdistill.esm.models.registry import get_spec
 
     specs = {m: get_spec(m) for m in models}
     if x == "auto":
@@ -66,8 +69,10 @@ def caption_annotation(figure, caption: str) -> None:
 
 def scaling_figure(summary: pd.DataFrame, *, caption: str = "", aggregation: str | None = None,
                    metric: str = "spearman", representations: Sequence[str] = ("esm2", "rd", "naive"),
-                   x: str = "auto", zero_shot: bool = True, data_dir=None, title: str | None = None):
-    """Metric against model size (log x), one line per representation and fit convention, with intervals.
+                   x: str = "auto", zero_shot: bool = True, data_dir=None, title: str | None = None,
+                   paired: pd.DataFrame | None = None):
+    """Metric against model size (log x), one line per representation and fit convention, with intervals;
+    with ``paired``, a lower panel of the paired differences RD − ESM-2 and RD − naive and their bands.
 
     Parameters
     ----------
@@ -82,6 +87,9 @@ def scaling_figure(summary: pd.DataFrame, *, caption: str = "", aggregation: str
     zero_shot : bool
         Add ProteinGym's published **zero-shot** ESM-2 Spearman (dashed grey, labelled zero-shot;
         ``metric="spearman"`` only).
+    paired : DataFrame, optional
+        :func:`~revdistill.experiment.paired.paired_summary` (or ``ExperimentResult.paired()``) of the
+        same results: the lower panel (``metric="spearman"`` only).
     """
     import plotly.graph_objects as go
 
@@ -115,15 +123,85 @@ def scaling_figure(summary: pd.DataFrame, *, caption: str = "", aggregation: str
                         f"bars: {int(round(100 * chosen['coverage'].iloc[0]))}% {interval}</sup>"),
         xaxis=dict(type="log", title=x_label), yaxis=dict(title=METRIC_LABELS[metric]),
         legend=dict(orientation="h", y=-0.18), template=TEMPLATE)
+    if paired is not None and metric == "spearman":
+        figure = paired_panel(figure, paired, ("rd-esm2", "rd-naive"), lambda frame: frame["model"].map(xs),
+                              chosen["aggregation"].iloc[0])
     caption_annotation(figure, caption)
     return figure
 
 
+def paired_panel(figure, paired: pd.DataFrame, comparisons: Sequence[str], x_of, aggregation: str | None = None):
+    """``figure`` with a lower panel: the paired differences ``comparisons`` (one line per fit convention)
+    with their interval bands and a zero line, sharing the upper panel's x axis.
+
+    Parameters
+    ----------
+    figure : plotly.graph_objects.Figure
+        One panel (what :func:`scaling_figure` / :func:`prefix_figure` draw).
+    paired : DataFrame
+        :func:`~revdistill.experiment.paired.paired_summary`.
+    comparisons : sequence of str
+        Keys of :data:`~revdistill.experiment.paired.COMPARISONS`.
+    x_of : callable
+        ``x_of(rows) -> x`` positions of paired rows on the upper panel's axis.
+    aggregation : str, optional
+        Which aggregation of ``paired`` (default: the upper panel's when present, else the first).
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        A new two-row figure (the upper panel's traces and layout, then the differences).
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from revdistill.views.style import PAIRED_COLOURS
+
+    if paired is None or len(paired) == 0:
+        return figure
+    if aggregation not in set(paired["aggregation"]):
+        aggregation = paired["aggregation"].iloc[0]
+    chosen = paired[(paired["aggregation"] == aggregation) & paired["comparison"].isin(comparisons)]
+    chosen = chosen.assign(fit_on=chosen["fit_on"].fillna("").astype(str))
+    both = chosen.loc[chosen["fit_on"] != "", "fit_on"].nunique() > 1
+    combined = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.68, 0.32], vertical_spacing=0.05)
+    for trace in figure.data:
+        combined.add_trace(trace, row=1, col=1)
+    combined.update_layout(figure.layout)
+    combined.update_layout(height=PAIRED_HEIGHT)
+    combined.update_xaxes(type=figure.layout.xaxis.type, row=2, col=1)
+    combined.update_xaxes(title_text=None, row=1, col=1)
+    combined.update_xaxes(title_text=figure.layout.xaxis.title.text, row=2, col=1)
+    for comparison in comparisons:
+        for fit_on, frame in chosen[chosen["comparison"] == comparison].groupby("fit_on", sort=False):
+            frame = frame.assign(x=np.asarray(x_of(frame), dtype=float)).sort_values("x")
+            label = frame["comparison_label"].iloc[0]
+            name = f"{label} ({FIT_ON_LABELS.get(fit_on, fit_on)})" if both and fit_on else label
+            colour = PAIRED_COLOURS.get(comparison)
+            if frame["ci_low"].notna().all():
+                combined.add_trace(go.Scatter(
+                    x=np.concatenate([frame["x"], frame["x"][::-1]]),
+                    y=np.concatenate([frame["ci_high"], frame["ci_low"][::-1]]), mode="lines", fill="toself",
+                    opacity=0.18, fillcolor=colour, line=dict(width=0), hoverinfo="skip", name=f"{name} interval",
+                    showlegend=False), row=2, col=1)
+            combined.add_trace(go.Scatter(
+                x=frame["x"], y=frame["delta"], mode="lines+markers", name=name, customdata=np.stack(
+                    [frame["wins"], frame["losses"], frame["n_assays"]], axis=1), text=frame["model"],
+                line=dict(color=colour, dash=DASH.get(fit_on, "solid")), marker=dict(symbol="square", size=6),
+                hovertemplate="%{text}: %{y:+.3f} (wins %{customdata[0]}, losses %{customdata[1]} of "
+                              "%{customdata[2]})<extra>" + name + "</extra>"), row=2, col=1)
+    combined.add_hline(y=0, line=dict(color="#888", width=1), row=2, col=1)  # after the traces: on a drawn panel
+    combined.update_yaxes(title_text="paired Δ ρ", zeroline=True, row=2, col=1)
+    return combined
+
+
 def prefix_figure(summary: pd.DataFrame, *, caption: str = "", aggregation: str | None = None,
                   metric: str = "spearman", representations: Sequence[str] = ("nested", "truncated", "esm2", "naive"),
-                  log_x: bool = False, title: str | None = None):
+                  log_x: bool = False, title: str | None = None, paired: pd.DataFrame | None = None):
     """Metric against prefix / embedding dimension: the nested prefixes (per fit convention) and the
-    largest model truncated with interval bands, ESM-2 and the naive baseline at each level's width."""
+    largest model truncated with interval bands, ESM-2 and the naive baseline at each level's width;
+    with ``paired`` (:func:`~revdistill.experiment.paired.paired_summary`), a lower panel of the paired
+    difference RD prefix − truncated and its band."""
     import plotly.graph_objects as go
 
     chosen = _chosen(summary, aggregation, metric)
@@ -152,6 +230,9 @@ def prefix_figure(summary: pd.DataFrame, *, caption: str = "", aggregation: str 
                         f"{chosen['aggregation_label'].iloc[0]}; bands and bars: intervals</sup>"),
         xaxis=dict(type="log" if log_x else "linear", title="prefix / embedding dimension"),
         yaxis=dict(title=METRIC_LABELS[metric]), legend=dict(orientation="h", y=-0.18), template=TEMPLATE)
+    if paired is not None and metric == "spearman":
+        figure = paired_panel(figure, paired, ("prefix-truncated",), lambda frame: frame["dim"],
+                              chosen["aggregation"].iloc[0])
     caption_annotation(figure, caption)
     return figure
 

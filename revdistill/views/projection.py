@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from revdistill._files import load_npz, save_npz
+from revdistill.io.files import load_npz, save_npz
 from revdistill.core.linalg import flip_signs, symmetric_eigh_descending
 from revdistill.views.umap_engine import (_import_umap, on_warm_up_done, start_warm_up,
                                           umap_ready, warm_up_umap)
@@ -55,8 +55,8 @@ DEFAULT_FIT_SAMPLE = 20_000
 
 
 def default_cache_dir() -> Path:
-    """Folder for cached UMAP coordinates: :func:`revdistill.paths.cache_dir` ``("umap")``."""
-    from revdistill.paths import cache_dir
+    """Folder for cached UMAP coordinates: :func:`revdistill.io.paths.cache_dir` ``("umap")``."""
+    from revdistill.io.paths import cache_dir
 
     return cache_dir("umap")
 

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 from revdistill.experiment.protocol import REPRESENTATIONS, SCHEME_LABELS
 
-__all__ = ["COLOURS", "DASH", "FIT_ON_LABELS", "METRIC_LABELS", "SCHEME_LABELS", "series_name", "TEMPLATE"]
+__all__ = ["COLOURS", "PAIRED_COLOURS", "DASH", "FIT_ON_LABELS", "METRIC_LABELS", "SCHEME_LABELS", "series_name",
+           "TEMPLATE"]
 
 TEMPLATE = "plotly_white"
 #: One colour per representation (the zero-shot reference is grey).
 COLOURS = {"esm2": "#1b6ca8", "rd": "#c2492d", "naive": "#5c9e31", "nested": "#c2492d", "truncated": "#1b6ca8",
            "zero_shot": "#767676"}
+#: Colour of a paired difference: the colour of what reverse distillation is compared with.
+PAIRED_COLOURS = {"rd-esm2": COLOURS["esm2"], "rd-naive": COLOURS["naive"], "prefix-truncated": COLOURS["truncated"]}
 #: Line style per fit convention; ``truncated`` is dotted.
 DASH = {"": "solid", "nested": "solid", "raw": "dash", "truncated": "dot"}
 FIT_ON_LABELS = {"nested": "our fit", "raw": "released fit"}

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from revdistill._files import file_lock
+from revdistill.io.files import file_lock
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def _warm_up_in_background(nice: int) -> None:
         except OSError:  # pragma: no cover - platform dependent
             pass
     try:
-        from revdistill.paths import cache_dir  # noqa: PLC0415
+        from revdistill.io.paths import cache_dir  # noqa: PLC0415
 
         with file_lock(cache_dir("umap") / ".warm-up.lock"):
             warm_up_umap()

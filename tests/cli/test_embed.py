@@ -11,7 +11,7 @@ from revdistill import DistillationLadder
 from revdistill.cli import main
 from revdistill.esm.embed import LadderEmbedder
 from revdistill.esm.sequences import read_fasta
-from revdistill.esm.models import tiny_ladder
+from revdistill.esm.models.loading import tiny_ladder
 from revdistill.esm.store import EmbeddingStore
 
 DEMO = Path(str(resources.files("revdistill") / "data" / "demo.fasta"))

@@ -57,7 +57,7 @@ def test_fit_writes_the_pair_whole_or_not_at_all(work, capsys, monkeypatch):
         if str(target).endswith("pair.naive.npz") and str(source).endswith(".tmp"):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(target))
         return replace(source, target)
-    monkeypatch.setattr("revdistill._files.os.replace", failing)
+    monkeypatch.setattr("revdistill.io.files.os.replace", failing)
     with unchanged(tmp):
         status, _, err = run_cli(capsys, "fit", store, "--out", out, "--regressor", "ols")
     assert_one_line_error(status, err, "fit", r"could not write .*pair\.naive\.npz \(Permission denied\); pair\.npz "

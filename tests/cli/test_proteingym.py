@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from revdistill.cli import main
+from revdistill.experiment.paired import read_summary
 
 PIN1 = "PIN1_HUMAN_Tsuboyama_2023_1I6C"
 TINY = "tiny-32,tiny-48,tiny-64"
@@ -43,9 +44,14 @@ def test_cli_writes_the_tidy_table(small_pin1, proteingym_dir, tmp_path, capsys)
     printed = capsys.readouterr()
     assert "single assay" in printed.out and "wrote 87 rows" in printed.err
     assert "fitted on ProteinGym v1.3 wild types" in printed.err and "protocol p-" in printed.err
-    # Second run: same numbers from the stored embeddings.
-    assert main(args + ["--schemes", "fold_random_5", "--representations", "esm2,rd"]) == 0
-    again = pd.read_csv(out)
+    paired = read_summary(out.with_name("r.summary.csv"))
+    assert set(paired["comparison"]) == {"rd-esm2", "rd-naive", "prefix-truncated"}
+    assert "paired differences of Spearman (single assay" in printed.out and "RD − naive" in printed.out
+    # Second run (another protocol: another --out, its own results folder): same numbers from the stored embeddings.
+    other = tmp_path / "results" / "r2.csv"
+    assert main([str(other) if arg == str(out) else arg for arg in args] +
+                ["--schemes", "fold_random_5", "--representations", "esm2,rd"]) == 0
+    again = pd.read_csv(other)
     expected = table[(table.scheme == "fold_random_5") & table.representation.isin(["esm2", "rd"])]
     pd.testing.assert_series_equal(again["spearman"], expected["spearman"].reset_index(drop=True))
     assert set(again["protocol_id"]) != set(table["protocol_id"])  # another protocol, another id

@@ -89,7 +89,7 @@ def test_digest_mismatch_is_one_line(server, tmp_path, capsys):
 
 def test_disk_full_is_one_line(server, tmp_path, capsys, monkeypatch):
     usage = collections.namedtuple("usage", "total used free")
-    monkeypatch.setattr("revdistill._download.shutil.disk_usage", lambda path: usage(100, 99, 1))
+    monkeypatch.setattr("revdistill.io.download.shutil.disk_usage", lambda path: usage(100, 99, 1))
     assert cli("weights", "download", "8M", "--weights-dir", tmp_path, "--base-url", server.url) != 0
     _one_error_line(capsys.readouterr().err, "not enough disk space", "1 free in")
 

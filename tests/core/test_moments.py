@@ -68,7 +68,7 @@ def test_refuses_pickled_payload(tmp_path):
 
 
 def test_refuses_other_version(tmp_path, levels):
-    from revdistill._files import encode_meta
+    from revdistill.io.files import encode_meta
     state = Moments.from_arrays(levels).to_state()
     state["meta"] = encode_meta({"format": "revdistill-moments", "version": 99, "names": ["x"], "dims": [1]})
     np.savez(tmp_path / "v99.npz", **state)

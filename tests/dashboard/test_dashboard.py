@@ -46,7 +46,7 @@ def trace_x(figure, index: int) -> np.ndarray:
 
 # -- models & data --------------------------------------------------------------------------------
 def test_real_models_greyed_with_reason_and_tiny_family_checked(app):
-    from revdistill.esm.models import weights_available
+    from revdistill.esm.models.weights import weights_available
 
     boxes = app.models.checkboxes
     assert list(boxes)[:6] == ["8M", "35M", "150M", "650M", "3B", "15B"]
@@ -63,8 +63,9 @@ def test_real_models_greyed_with_reason_and_tiny_family_checked(app):
 def test_compute_publishes_an_analysis_and_fills_every_figure(app):
     analysis = app.state.analysis
     n = len(analysis.task)
-    assert analysis.nested.boundaries == (32, 48, 64)
-    assert np.array_equal(analysis.nested.prefix(32), analysis.task_result.pooled["tiny-32"])
+    assert analysis.boundaries == (32, 48, 64)
+    computed = app.state.compute.backend.context.analyses[analysis.key]  # the in-process service's own analysis
+    assert np.array_equal(computed.nested.prefix(32), computed.task_result.pooled["tiny-32"])
     assert len(app.decomposition.figure.data[0].y) == 2  # two ladder steps
     assert len(trace_x(app.slicer.view_figure, 0)) == n
     assert len(trace_x(app.umap.figure, 0)) == n
@@ -72,7 +73,8 @@ def test_compute_publishes_an_analysis_and_fills_every_figure(app):
     assert app.models.progress.value == 1.0 and not app.models.compute.disabled
     assert "tiny-32 → tiny-48" in app.decomposition.table.value
     assert analysis.ladder.ladder_id in app.decomposition.table.value
-    assert analysis.result.protocol.id in app.scaling.caption.value  # the protocol is in the caption
+    assert analysis.protocol_id == app.state.protocol.id
+    assert analysis.protocol_id in app.scaling.caption.value  # the protocol is in the caption
 
 
 def test_second_compute_reads_the_store_and_the_cached_ladder(app):
@@ -80,8 +82,10 @@ def test_second_compute_reads_the_store_and_the_cached_ladder(app):
     app.models.on_compute()
     after = app.state.analysis
     assert after is not before and after.ladder.ladder_id == before.ladder.ladder_id
-    assert after.nested.values.tobytes() == before.nested.values.tobytes()
-    pd.testing.assert_frame_equal(after.result.table, before.result.table)
+    assert after.key == before.key  # the same request: the same analysis, computed once
+    context = app.state.compute.backend.context
+    assert context.computed["analysis"] == 1 and context.requests["analysis"] == 2
+    pd.testing.assert_frame_equal(after.table, before.table)
 
 
 # -- slicer -----------------------------------------------------------------------------------------
@@ -149,9 +153,9 @@ def test_slicer_probe_curve_is_the_experiments_summary(app):
 
     analysis = app.state.analysis
     dims, values = probe_curve(analysis.summary, "nested", analysis.ladder.fit_on)
-    assert list(dims) == analysis.result.protocol.prefix_dims(analysis.nested.boundaries)
+    assert list(dims) == app.state.protocol.prefix_dims(analysis.boundaries)
     assert_allclose(app.slicer.figure.data[0].y, values)
-    table = analysis.result.table
+    table = analysis.table
     per_scheme = table[(table.representation == "nested") & (table.fit_on == analysis.ladder.fit_on)]
     assert_allclose(per_scheme.groupby("dim")["spearman"].mean().to_numpy(), values)
 
@@ -177,7 +181,7 @@ def test_colour_by_a_categorical_column_gets_labelled_ticks(app):
 # -- scaling panel ----------------------------------------------------------------------------------
 def test_scaling_curves_and_exports(app):
     panel = app.scaling
-    table = app.state.analysis.result.table
+    table = app.state.analysis.table
     assert set(table["representation"]) == {"esm2", "rd", "naive", "nested", "truncated"}
     assert set(table["scheme"]) == {"fold_random_5"}  # a protein set has no positions to fold by
     names = [trace.name for trace in panel.size_figure.data]
@@ -188,6 +192,46 @@ def test_scaling_curves_and_exports(app):
     assert "revdistill-scaling.html" in panel.downloads.value
     reference = panel.size_figure.data[3]
     assert list(reference.text)[:3] == ["8M", "35M", "150M"]
+    paired = app.state.analysis.result.paired()
+    lower = [trace for trace in panel.size_figure.data if trace.yaxis == "y2"]
+    rd_esm2 = paired[paired["comparison"] == "rd-esm2"].sort_values("dim")
+    assert [trace.name for trace in lower][1::2] == ["RD − ESM-2", "RD − naive"]
+    assert_allclose(lower[1].y, rd_esm2["delta"]) and lower[1].y[0] == 0  # level 1 is ESM-2 itself
+    assert "revdistill-paired.csv" in panel.downloads.value
+
+
+def test_load_results_shows_a_finished_run(app, options, tmp_path):
+    from datetime import datetime, timezone
+
+    from revdistill.experiment.paired import write_summary
+
+    panel, errors = app.scaling, app.state.errors
+    analysis = app.state.analysis
+    table = pd.concat([analysis.result.table, analysis.result.table.assign(assay="copy", uniprot_id="copy")])
+    out = Path(options.cache_dir) / "cluster" / "run.csv"
+    out.parent.mkdir(exist_ok=True)
+    table.to_csv(out, index=False)
+    write_summary(out, table, n_bootstrap=50)
+    panel.results_path.value = str(out)
+    panel.load_button.click()
+    assert errors == [] and panel.loaded.name == "run.csv" and panel.analysis is None
+    assert "Loaded run.csv" in panel.status.value and "run.summary.csv" in panel.status.value
+    lower = [trace for trace in panel.prefix_figure.data if trace.yaxis == "y2"]
+    assert lower[-1].name == "RD prefix − largest ESM-2 truncated" and len(lower[-1].y) > 3
+    assert "ladder corpus" in panel.caption.value and "Download paired differences" in panel.downloads.value
+    panel.on_prepare_html()
+    assert "revdistill-scaling.html" in panel.downloads.value
+    outside = tmp_path / "run.csv"
+    table.to_csv(outside, index=False)
+    panel.results_path.value = str(outside)
+    panel.load_button.click()
+    assert len(errors) == 1 and "can be opened here; upload the CSV instead" in errors[0].message
+    errors.clear()
+    panel.results_upload.value = ({"name": "up.csv", "content": memoryview(outside.read_bytes()), "size": 1,
+                                   "type": "text/csv", "last_modified": datetime.now(timezone.utc)},)
+    panel.load_button.click()
+    assert errors == [] and panel.loaded.name == "up.csv" and panel.loaded.sources["paired"].startswith("recomputed")
+    panel.results_upload.value = ()
 
 
 # -- errors are shown in the app --------------------------------------------------------------------

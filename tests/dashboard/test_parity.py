@@ -34,7 +34,7 @@ def test_dashboard_and_cli_give_the_same_spearman_for_every_representation(prote
     app.models.fit_on.value = "both"
     app.models.on_compute()
     assert app.state.errors == []
-    dashboard = app.state.analysis.result.table
+    dashboard = app.state.analysis.table
 
     merged = cli.merge(dashboard, on=KEYS, suffixes=("_cli", "_app"), validate="one_to_one")
     assert len(merged) == len(cli) == len(dashboard) > 100

@@ -110,7 +110,7 @@ def test_assay_fetched_from_a_server_computes_and_draws_its_landscape(tmp_path, 
     key = (panel.scheme.value, *panel.representation.value)
     assert np.nanmax(np.abs(panel.landscape.prediction)) > 0
     assert set(decode_array(panel.figure.data[1].z)[np.isfinite(z)]) <= set(
-        analysis.task_result.predictions[key])  # the experiment's own predictions, nothing refitted
+        analysis.predictions[key])  # the experiment's own predictions, nothing refitted
     panel.scheme.value = "fold_contiguous_5"
     assert app.state.errors == [] and "contiguous" in panel.figure.layout.annotations[-1].text
     assert "0 residues to embed (741 already stored)" in models.estimate.value
@@ -153,4 +153,4 @@ def test_subsample_runs_through_the_same_pipeline_and_is_labelled(tmp_path, cach
     assert "seeded subsample" in app.slicer.view.note and "seeded subsample" in app.umap.view.note
     assert "seeded subsample" in app.landscape.figure.layout.annotations[-1].text
     assert "seeded subsample" in analysis.caption() and "seeded subsample" in app.scaling.size_figure.layout.title.text
-    assert set(analysis.result.table["n_variants"]) == {300}
+    assert set(analysis.table["n_variants"]) == {300}

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from revdistill.esm.embed import LadderEmbedder
-from revdistill.esm.models import tiny_ladder
+from revdistill.esm.models.loading import tiny_ladder
 from revdistill.esm.store import EmbeddingStore
 
 MODELS = ("tiny-32", "tiny-48")

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from revdistill import Moments
+from revdistill.esm.batching import embedded_residues, plan
 from revdistill.esm.embed import MAX_RESIDUES, LadderEmbedder, embed
 from revdistill.esm.forward import lean_forward, stock_forward
 from revdistill.esm.sequences import read_fasta, validate_records
-from revdistill.esm.models import tiny_esm2, tiny_ladder
+from revdistill.esm.models.loading import tiny_esm2, tiny_ladder
 
 from conftest import random_records
 
@@ -298,3 +299,23 @@ def test_packed_out_of_memory_halves_the_budget_of_real_tokens(model_and_alphabe
     assert seen[0] == sum(len(sequence) + 2 for _, sequence in records) and max(seen[3:]) <= 512
     assert rel_error(result.pooled["model"], expected.pooled["model"]) <= 1e-5
     assert result.moments.count == sum(len(sequence) for _, sequence in records)
+
+
+@pytest.mark.parametrize("length, expected", [(39, 39), (1022, 1022), (1023, 2 * 1022), (1788, 2 * 1022),
+                                              (1789, 3 * 1022)])
+def test_long_sequences_count_their_windows(length, expected):
+    assert embedded_residues(length) == expected
+
+
+@pytest.mark.parametrize("long_sequences", ["window", "truncate"])
+@pytest.mark.parametrize("overlap", [0, 100, 256])
+def test_counted_residues_are_the_planned_forward_rows(long_sequences, overlap):
+    """What estimates count is what the engine runs: the residues of the pieces ``plan`` makes."""
+    lengths = [1, 500, 1022, 1023, 2047, 2300, 5000]
+    records = [(f"r{length}", "M" * length) for length in lengths]
+    with pytest.warns(UserWarning, match="longer than 1022"):
+        pieces, _ = plan(records, long_sequences, overlap, MAX_RESIDUES)
+    planned = [sum(piece.length for piece in pieces if piece.record == index) for index in range(len(lengths))]
+    assert [embedded_residues(length, long_sequences, overlap) for length in lengths] == planned
+    with pytest.raises(ValueError, match="long_sequences='bogus' must be one of"):
+        embedded_residues(2000, "bogus")

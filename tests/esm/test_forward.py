@@ -7,7 +7,7 @@ import torch
 
 from revdistill.esm.forward import (ATTENTION_KERNELS, PackedTokens, _probe, lean_forward, packed_attention_kernel,
                                     packed_forward, stock_forward)
-from revdistill.esm.models import tiny_esm2
+from revdistill.esm.models.loading import tiny_esm2
 
 from conftest import random_records
 

@@ -8,17 +8,9 @@ import pytest
 import torch
 
 from revdistill.esm.forward import stock_forward
-from revdistill.esm.models import (
-    ESM2_MODELS,
-    TINY_MODELS,
-    checkpoint_paths,
-    get_spec,
-    load_esm2,
-    save_esm2_checkpoint,
-    tiny_esm2,
-    tiny_ladder,
-    weights_available,
-)
+from revdistill.esm.models.loading import load_esm2, save_esm2_checkpoint, tiny_esm2, tiny_ladder
+from revdistill.esm.models.registry import ESM2_MODELS, TINY_MODELS, get_spec
+from revdistill.esm.models.weights import checkpoint_paths, weights_available
 
 
 def _tokens(alphabet, sequence: str = "MQIFVKTLTGKTITLEVEPSDTIENVKAKIQDK") -> torch.Tensor:
@@ -113,7 +105,7 @@ def test_offline_error_names_the_files_and_the_folder(tmp_path):
 
 
 def test_weights_folder_from_the_environment(tmp_path, monkeypatch):
-    from revdistill.esm.models import checkpoint_paths, weights_available
+    from revdistill.esm.models.weights import checkpoint_paths, weights_available
 
     monkeypatch.setenv("REVDISTILL_WEIGHTS", str(tmp_path))
     model_path, regression_path = checkpoint_paths("8M")

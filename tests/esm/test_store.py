@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from revdistill.esm.embed import LadderEmbedder
-from revdistill.esm.models import tiny_ladder
+from revdistill.esm.models.loading import tiny_ladder
 from revdistill.esm.store import EmbeddingStore, sequence_hash
 
 from conftest import embed_into, random_records as make_records

@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 
-from revdistill._files import LockBusyError
+from revdistill.io.files import LockBusyError
 from revdistill.esm import _hdf5
 from revdistill.esm.store import EmbeddingStore, StoreDamagedError
 

@@ -9,12 +9,14 @@ import pytest
 import torch
 
 from http_servers import refused_url, serve_checkpoint, serve_directory
-from revdistill._download import (
-    ChecksumError, DiskFullError, DownloadError, describe_network_error, read_checksums, sha256_of,
+from revdistill.io.download import (
+    ChecksumError, DiskFullError, DownloadError, describe_network_error, read_checksums,
 )
-from revdistill.esm import weights as w
+from revdistill.io.files import sha256_of
+from revdistill.esm.models import weights as w
 from revdistill.esm.forward import stock_forward
-from revdistill.esm.models import checkpoint_paths, load_esm2
+from revdistill.esm.models.loading import load_esm2
+from revdistill.esm.models.weights import checkpoint_paths
 
 NAME_8M = "esm2_t6_8M_UR50D"
 
@@ -175,7 +177,7 @@ def test_network_errors_read_as_one_reason(error, reason):
 
 def test_disk_full_is_said_before_writing(server, tmp_path, monkeypatch):
     usage = collections.namedtuple("usage", "total used free")
-    monkeypatch.setattr("revdistill._download.shutil.disk_usage", lambda path: usage(10**9, 10**9 - 10, 10))
+    monkeypatch.setattr("revdistill.io.download.shutil.disk_usage", lambda path: usage(10**9, 10**9 - 10, 10))
     with pytest.raises(DiskFullError, match=f"not enough disk space for .*{NAME_8M}-contact-regression.pt: "
                                             r"\d+ bytes still to download, 10 free in"):
         w.download_weights("8M", tmp_path, base_url=server.url)
@@ -186,7 +188,9 @@ def test_tiny_and_unknown_models_are_refused(tmp_path):
     with pytest.raises(ValueError, match="'tiny-32' is a random-init tiny model.*choose from 8M, 35M"):
         w.download_weights("tiny-32", tmp_path)
     with pytest.raises(ValueError, match="unknown model '9M'"):
-        w.parse_aliases("8M,9M")
-    with pytest.raises(ValueError, match="names no model"):
-        w.parse_aliases(" , ")
-    assert w.parse_aliases("8M, esm2_t12_35M_UR50D,8M") == ["8M", "35M"]
+        w.download_weights("8M,9M", tmp_path)
+    with pytest.raises(ValueError, match="aliases is empty"):
+        w.download_weights(" , ", tmp_path)
+    with pytest.raises(ValueError, match=r"names \['8M'\] more than once"):
+        w.download_weights("8M, esm2_t12_35M_UR50D,8M", tmp_path)
+    assert not list(tmp_path.iterdir())

@@ -75,6 +75,18 @@ def test_single_assay_summary_has_variant_intervals(tasks, tiny_ladders, tmp_pat
     assert row["ci_low"] < row["value"] < row["ci_high"] and row["ci_high"] - row["ci_low"] < 0.3
     caption = result.caption()
     assert FAST.id in caption and tiny_ladders["nested"].ladder_id in caption and "not comparable" in caption
+    notes = caption.splitlines()[2]
+    assert "ladder corpus (ProteinGym wild types) contains 1 of 1 test wild type" in notes
+    assert "exact PCA (released: IncrementalPCA" in notes and "sequences > 1022: window (0 assay(s))" in notes
+    assert "folds random: 1 generated; modulo: 1 generated" in notes and "fit on nested" in notes
+    # paired answers on one assay: level 1 is ESM-2 itself (the same predictions), so RD − ESM-2 is exactly 0
+    paired = result.paired().set_index(["comparison", "dim"])
+    assert set(paired.index.get_level_values(0)) == {"rd-esm2", "rd-naive", "prefix-truncated"}
+    assert tuple(paired.loc[("rd-esm2", 32), ["delta", "ci_low", "ci_high"]]) == (0.0, 0.0, 0.0)
+    top = paired.loc[("rd-esm2", 64)]
+    assert top["delta"] == pytest.approx(row["value"] - summary.set_index(["representation", "dim"]).loc[
+        ("esm2", 64), "value"], abs=1e-12)
+    assert top["ci_low"] <= top["delta"] <= top["ci_high"] and "variants" in top["interval"]
 
 
 def test_several_assays_are_aggregated_the_proteingym_way(tasks, tiny_ladders, tmp_path):

@@ -174,7 +174,7 @@ def test_the_mirror_variable_is_honoured_by_whole_downloads(tmp_path, monkeypatc
 
 def test_a_zip_member_larger_than_memory_is_refused_before_reading(tmp_path, monkeypatch):
     folder = data_dir_with_zip(tmp_path)
-    monkeypatch.setattr("revdistill._files._memory_limit", lambda: 1000)
+    monkeypatch.setattr("revdistill.io.files._memory_limit", lambda: 1000)
     with unchanged(tmp_path), pytest.raises(ValueError, match=rf"\.zip!cv_folds_singles_substitutions/{PIN1}\.csv "
                                                               r"declares .* more than the memory this process may use"):
         pg.read_assay(PIN1, data_dir=folder)

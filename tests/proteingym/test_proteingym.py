@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from revdistill import proteingym as pg
-from revdistill._download import ChecksumError, download_file, read_checksums
+from revdistill.io.download import ChecksumError, download_file, read_checksums
 
 KENNOUCHE = "A0A1I9GEU1_NEIME_Kennouche_2019"
 PIN1 = "PIN1_HUMAN_Tsuboyama_2023_1I6C"

@@ -14,7 +14,8 @@ import pytest
 
 from http_servers import refused_url, serve_directory
 from revdistill import proteingym as pg
-from revdistill._download import ChecksumError, DownloadError, read_checksums, sha256_of
+from revdistill.io.download import ChecksumError, DownloadError, read_checksums
+from revdistill.io.files import sha256_of
 from revdistill.proteingym import remote
 
 KENNOUCHE = "A0A1I9GEU1_NEIME_Kennouche_2019"

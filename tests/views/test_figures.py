@@ -93,3 +93,31 @@ def test_figure_errors():
         figures.prefix_figure(summary.iloc[:0])
     with pytest.raises(ValueError, match="x='flops'"):
         figures.scaling_figure(summary, x="flops", zero_shot=False)
+
+
+def test_lower_panel_shows_the_paired_differences_with_bands_and_zero_line():
+    from revdistill.experiment.paired import paired_summary
+
+    results = fake_results()
+    summary = aggregate(results, n_bootstrap=100)
+    paired = paired_summary(results, n_bootstrap=100)
+    figure = figures.scaling_figure(summary, zero_shot=False, paired=paired, caption="protocol p-1")
+    upper = [trace for trace in figure.data if trace.yaxis == "y"]
+    lower = [trace for trace in figure.data if trace.yaxis == "y2"]
+    assert [trace.name for trace in upper] == ["ESM-2", "reverse-distilled", "naive concat+PCA"]
+    assert [trace.name for trace in lower] == ["RD − ESM-2 interval", "RD − ESM-2", "RD − naive interval",
+                                               "RD − naive"]
+    expected = paired[(paired["aggregation"] == "proteingym") & (paired["comparison"] == "rd-esm2")].sort_values("dim")
+    np.testing.assert_allclose(lower[1].y, expected["delta"])
+    np.testing.assert_allclose(lower[1].x, [7.5e6, 34e6, 148e6])
+    np.testing.assert_allclose(lower[0].y, np.concatenate([expected["ci_high"], expected["ci_low"][::-1]]))
+    assert lower[0].fill == "toself" and lower[1].line.color == COLOURS["esm2"]
+    assert figure.layout.xaxis2.type == "log" and figure.layout.yaxis2.title.text == "paired Δ ρ"
+    assert [shape.y0 for shape in figure.layout.shapes] == [0] and figure.layout.annotations[-1].text == "protocol p-1"
+    prefix = figures.prefix_figure(summary, paired=paired)
+    lower = [trace for trace in prefix.data if trace.yaxis == "y2"]
+    truncated = paired[(paired["aggregation"] == "proteingym") & (paired["comparison"] == "prefix-truncated")]
+    assert [trace.name for trace in lower] == ["RD prefix − largest ESM-2 truncated interval",
+                                               "RD prefix − largest ESM-2 truncated"]
+    np.testing.assert_allclose(lower[1].x, truncated.sort_values("dim")["dim"])
+    np.testing.assert_allclose(lower[1].y, truncated.sort_values("dim")["delta"])

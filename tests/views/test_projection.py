@@ -7,7 +7,7 @@ from numpy.testing import assert_allclose
 
 from revdistill import NestedEmbedding
 from revdistill.views import projection as project
-from revdistill._files import save_npz
+from revdistill.io.files import save_npz
 
 
 @pytest.fixture
@@ -109,7 +109,7 @@ def test_default_cache_dir_follows_environment(tmp_path, monkeypatch):
 
 
 def test_file_lock_is_reentrant_across_sequential_uses(tmp_path):
-    from revdistill._files import file_lock
+    from revdistill.io.files import file_lock
 
     lock = tmp_path / "x.lock"
     with file_lock(lock):

@@ -1,7 +1,7 @@
 """Resumable HTTP downloads with size and SHA-256 checks: the one place revdistill touches the network.
 
 Used for the ProteinGym files (:mod:`revdistill.proteingym.data`), single assays read out of the remote
-zips (:mod:`revdistill.proteingym.remote`) and the ESM-2 weights (:mod:`revdistill.esm.weights`).
+zips (:mod:`revdistill.proteingym.remote`) and the ESM-2 weights (:mod:`revdistill.esm.models.weights`).
 
 A download streams into ``<name>.part``; when that file exists, the next attempt asks the server for the
 rest with an HTTP ``Range`` header (servers that ignore the header send the whole file, which restarts
@@ -16,7 +16,6 @@ Errors are one line and name the URL or file: :class:`DownloadError` (HTTP error
 from __future__ import annotations
 
 import errno
-import hashlib
 import http.client
 import logging
 import os
@@ -31,12 +30,14 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Optional
 
+from revdistill.io.files import sha256_of
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "ChecksumError", "DownloadError", "DiskFullError", "RangeNotSupportedError", "ProgressCallback",
     "download_file", "fetch_range", "check_online", "describe_network_error",
-    "sha256_of", "read_checksums", "record_checksum",
+    "read_checksums", "record_checksum",
 ]
 
 MANIFEST_NAME = "SHA256SUMS"
@@ -63,15 +64,6 @@ class RangeNotSupportedError(DownloadError):
 
 class _TransferCut(ConnectionError):
     """The body ended before ``Content-Length`` bytes (retried; the next attempt resumes)."""
-
-
-def sha256_of(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    """Return the hex SHA-256 digest of a file, read in chunks of ``chunk_size`` bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_checksums(folder: str | Path) -> dict[str, str]:

@@ -1,8 +1,9 @@
-"""ESM-2 checkpoints: what is on disk, and downloading them from fair-esm's published URLs.
+"""ESM-2 checkpoints: where they are expected, what is on disk, and downloading them from fair-esm's URLs.
 
-The one place that downloads ESM-2 weights. Files go to the folder :func:`revdistill.esm.models.load_esm2`
-reads (:func:`~revdistill.esm.models.checkpoint_paths`: ``weights_dir`` or fair-esm's torch-hub cache
-``torch.hub.get_dir()/checkpoints``), under fair-esm's own names, so fair-esm finds them too:
+The one place that knows ESM-2 weight files and downloads them. Files go to the folder
+:func:`revdistill.esm.models.loading.load_esm2` reads (:func:`checkpoint_paths`: ``weights_dir``, else
+``$REVDISTILL_WEIGHTS``, else fair-esm's torch-hub cache ``torch.hub.get_dir()/checkpoints``), under
+fair-esm's own names, so fair-esm finds them too:
 
 - ``<base>/models/<name>.pt``, the model;
 - ``<base>/regression/<name>-contact-regression.pt``, the contact head (small).
@@ -11,7 +12,7 @@ reads (:func:`~revdistill.esm.models.checkpoint_paths`: ``weights_dir`` or fair-
 ``REVDISTILL_WEIGHTS_URL`` environment variable says otherwise (a mirror, or a local test server).
 Downloads resume from ``<name>.pt.part`` (HTTP ``Range``), are checked against ``Content-Length`` and,
 when known, the SHA-256 recorded in ``SHA256SUMS`` beside them, and are renamed into place only when
-complete (see :mod:`revdistill._download`).
+complete (see :mod:`revdistill.io.download`).
 
 Sizes in :data:`ESM2_WEIGHTS` are **approximate** (4 bytes per parameter, as float32, plus the contact
 head): the exact sizes and digests of the published files were not available when this table was
@@ -19,7 +20,7 @@ written, so no digest is claimed; the server's ``Content-Length`` is what a down
 
 Examples
 --------
->>> from revdistill.esm.weights import weights_status
+>>> from revdistill.esm.models.weights import weights_status
 >>> [(s.alias, s.state) for s in weights_status("/nonexistent")][:2]
 [('8M', 'missing'), ('35M', 'missing')]
 """
@@ -27,24 +28,90 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
-from revdistill._download import ProgressCallback, check_online as _check_online, download_file, read_checksums
 from revdistill.esm.checkpoint import check_checkpoint_file
-from revdistill.esm.models import ESM2_MODELS, checkpoint_paths, get_spec
+from revdistill.esm.models.registry import ESM2_MODELS, ModelSpec, get_spec, parse_models
+from revdistill.io.download import ProgressCallback, check_online as _check_online, download_file, read_checksums
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "WEIGHTS_URL_ENV", "DEFAULT_WEIGHTS_URL", "WeightsFile", "ESM2_WEIGHTS", "WeightsStatus",
-    "weights_base_url", "weights_urls", "weights_status", "download_weights", "check_online", "parse_aliases",
+    "WEIGHTS_ENV", "WEIGHTS_URL_ENV", "DEFAULT_WEIGHTS_URL", "WeightsFile", "ESM2_WEIGHTS", "WeightsStatus",
+    "checkpoint_paths", "weights_available", "missing_weights_message",
+    "weights_base_url", "weights_urls", "weights_status", "download_weights", "check_online",
 ]
 
+WEIGHTS_ENV = "REVDISTILL_WEIGHTS"
 WEIGHTS_URL_ENV = "REVDISTILL_WEIGHTS_URL"
 DEFAULT_WEIGHTS_URL = "https://dl.fbaipublicfiles.com/fair-esm"
+
+
+def _default_weights_dir() -> Path:
+    """``$REVDISTILL_WEIGHTS`` when set, else fair-esm's cache ``torch.hub.get_dir()/checkpoints``.
+
+    Without importing torch when this process has not: then nobody here can have called
+    ``torch.hub.set_dir``, and the folder is torch's default rule (``$TORCH_HOME/hub``, else
+    ``$XDG_CACHE_HOME/torch/hub``, else ``~/.cache/torch/hub``), so a visitor's kernel stays light.
+    """
+    explicit = os.environ.get(WEIGHTS_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    torch = sys.modules.get("torch")
+    if torch is not None or os.environ.get("TORCH_HUB"):  # TORCH_HUB: torch's own (deprecated) override
+        import torch  # noqa: PLC0415
+
+        return Path(torch.hub.get_dir()) / "checkpoints"
+    home = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "torch")
+    return Path(home).expanduser() / "hub" / "checkpoints"
+
+
+def checkpoint_paths(name_or_alias: str, weights_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """Where the checkpoint and its contact-regression file are expected.
+
+    Parameters
+    ----------
+    name_or_alias : str
+        A trained model from :data:`~revdistill.esm.models.registry.ESM2_MODELS`.
+    weights_dir : str or Path, optional
+        Folder holding ``<name>.pt``; defaults to ``$REVDISTILL_WEIGHTS``, else
+        ``torch.hub.get_dir()/checkpoints`` (fair-esm's cache).
+
+    Returns
+    -------
+    (model_path, regression_path) : tuple of Path
+    """
+    spec = get_spec(name_or_alias)
+    if not spec.trained:
+        raise ValueError(f"model {spec.alias!r} is a random-init tiny model and has no checkpoint files")
+    folder = Path(weights_dir) if weights_dir is not None else _default_weights_dir()
+    return folder / f"{spec.name}.pt", folder / f"{spec.name}-contact-regression.pt"
+
+
+def weights_available(name_or_alias: str, weights_dir: str | Path | None = None) -> bool:
+    """True if the model can be loaded without network access (tiny models always can)."""
+    spec = get_spec(name_or_alias)
+    if not spec.trained:
+        return True
+    model_path, _ = checkpoint_paths(spec.name, weights_dir)
+    return model_path.is_file()
+
+
+def missing_weights_message(spec: ModelSpec, model_path: Path, regression_path: Path) -> str:
+    """What to do when a model's checkpoint is not in its folder (the files, their URLs, the commands)."""
+    model_url, regression_url = weights_urls(spec.alias)
+    return (
+        f"weights for {spec.alias} ({spec.name}) are not available offline: put\n"
+        f"  {model_path.name}  (from {model_url})\n"
+        f"  {regression_path.name}  (from {regression_url}, optional)\n"
+        f"in the folder {model_path.parent}\n"
+        f"(or run `revdistill weights download {spec.alias}`, pass download=True / --download, or pass "
+        f"weights_dir= / --weights-dir to another folder)"
+    )
 
 
 @dataclass(frozen=True)
@@ -85,7 +152,7 @@ class WeightsStatus:
     ----------
     alias, name : str
     path, regression_path : Path
-        Where :func:`~revdistill.esm.models.load_esm2` looks for the model and its contact head.
+        Where :func:`~revdistill.esm.models.loading.load_esm2` looks for the model and its contact head.
     present : bool
         The model file exists (the contact head is optional for embeddings).
     regression_present : bool
@@ -133,39 +200,14 @@ def weights_base_url(base_url: str | None = None) -> str:
 
 def weights_urls(alias: str, base_url: str | None = None) -> tuple[str, str]:
     """``(model URL, contact-regression URL)`` of a trained ESM-2 (``8M`` … ``15B`` or fair-esm name)."""
-    spec = _trained_spec(alias)
+    spec = get_spec(alias, trained=True)
     base = weights_base_url(base_url)
     return f"{base}/models/{spec.name}.pt", f"{base}/regression/{spec.name}-contact-regression.pt"
 
 
-def _trained_spec(alias: str):
-    spec = get_spec(alias)
-    if not spec.trained:
-        known = ", ".join(entry.alias for entry in ESM2_WEIGHTS)
-        raise ValueError(f"model {spec.alias!r} is a random-init tiny model with no weights to download; "
-                         f"choose from {known}")
-    return spec
-
-
 def _weights_file(alias: str) -> WeightsFile:
-    spec = _trained_spec(alias)
+    spec = get_spec(alias, trained=True)
     return next(entry for entry in ESM2_WEIGHTS if entry.name == spec.name)
-
-
-def parse_aliases(aliases: str | Iterable[str]) -> list[str]:
-    """``"8M,35M"`` or ``["8M", "35M"]`` → canonical aliases, checked, duplicates dropped, order kept."""
-    items = aliases.split(",") if isinstance(aliases, str) else list(aliases)
-    result: list[str] = []
-    for item in (str(x).strip() for x in items):
-        if not item:
-            continue
-        alias = _trained_spec(item).alias
-        if alias not in result:
-            result.append(alias)
-    if not result:
-        raise ValueError(f"aliases={aliases!r} names no model; choose from "
-                         f"{', '.join(entry.alias for entry in ESM2_WEIGHTS)}")
-    return result
 
 
 def _size(path: Path) -> int:
@@ -221,7 +263,8 @@ def download_weights(
     Parameters
     ----------
     aliases : str or sequence of str
-        ``"8M,35M,150M"`` or ``["8M", "35M"]`` (fair-esm names work too). Tiny models are refused.
+        ``"8M,35M,150M"`` or ``["8M", "35M"]`` (fair-esm names work too), read by
+        :func:`~revdistill.esm.models.registry.parse_models`. Tiny models are refused.
     weights_dir : str or Path, optional
         Target folder; default fair-esm's cache ``torch.hub.get_dir()/checkpoints``.
     progress : callable, optional
@@ -234,25 +277,25 @@ def download_weights(
         Also re-hash files already present against ``SHA256SUMS`` (slow for the large models).
     retries, timeout, retry_wait :
         Attempts per file, socket timeout and seconds between attempts (each retry resumes);
-        see :func:`revdistill._download.download_file`.
+        see :func:`revdistill.io.download.download_file`.
 
     Returns
     -------
     list of Path
-        The model files, in the order asked.
+        The model files, small to large (the order of :func:`~revdistill.esm.models.registry.parse_models`).
 
     Raises
     ------
     ValueError
-        Unknown or tiny model names.
-    revdistill._download.DownloadError
+        Unknown, repeated or tiny model names.
+    revdistill.io.download.DownloadError
         Offline (the reason: DNS, refused, proxy …), HTTP errors such as 404, disk full, transfer broken
         after ``retries`` attempts (the ``.part`` file is kept; the next call resumes).
-    revdistill._download.ChecksumError
+    revdistill.io.download.ChecksumError
         A digest differs from the published or recorded one (the partial file is removed).
     """
     paths = []
-    for alias in parse_aliases(aliases):
+    for alias in parse_models(aliases, "aliases", trained=True):
         entry = _weights_file(alias)
         model_path, regression_path = checkpoint_paths(alias, weights_dir)
         model_url, regression_url = weights_urls(alias, base_url)
@@ -278,7 +321,7 @@ def download_weights(
 
         expected = entry.sha256 or recorded.get(model_path.name)
         # without a known digest, at least the file must be a checkpoint of this model's architecture
-        check = None if expected else partial(check_checkpoint_file, spec=_trained_spec(alias))
+        check = None if expected else partial(check_checkpoint_file, spec=get_spec(alias))
         digest = download_file(model_url, model_path, expected_sha256=expected, progress=report, label=alias,
                                check=check, **options)
         logger.info("%s: %s sha256 %s", alias, model_path, digest)

@@ -1,38 +1,32 @@
-"""The ESM-2 ladder as a table of frozen specs, one loader that reads it, and a tiny untrained family.
+"""Loading ESM-2 models: one loader that reads the registry's table, and the tiny untrained family.
 
-Trained checkpoints are read from local files only (``weights_dir`` or the torch-hub cache). Downloading
-is :mod:`revdistill.esm.weights` (resumable, size/digest checked, into the same folder), which
+Trained checkpoints are read from local files only (``weights_dir`` or the torch-hub cache, see
+:func:`revdistill.esm.models.weights.checkpoint_paths`). Downloading is
+:mod:`revdistill.esm.models.weights` (resumable, size/digest checked, into the same folder), which
 :func:`load_esm2` calls only when asked with ``download=True``. Tiny models (``tiny-32``, ``tiny-48``,
 ``tiny-64``) are *random-init, untrained* ESM-2s built with fair-esm's ``ESM2`` class, seeded, for tests
 and offline demos.
 
 Examples
 --------
->>> from revdistill.esm.models import get_spec, tiny_ladder
->>> get_spec("650M").dim
-1280
+>>> from revdistill.esm.models.loading import tiny_ladder
 >>> ladder = tiny_ladder()              # {"tiny-32": ESM2, "tiny-48": ESM2, "tiny-64": ESM2}, untrained
 """
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from revdistill.esm.models.registry import TINY_MODELS, get_spec
+from revdistill.esm.models.weights import checkpoint_paths, download_weights, missing_weights_message
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "ModelSpec",
-    "ESM2_MODELS",
-    "TINY_MODELS",
-    "get_spec",
-    "checkpoint_paths",
-    "weights_available",
     "load_esm2",
     "tiny_esm2",
     "tiny_ladder",
@@ -41,134 +35,9 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """One ESM-2 architecture.
-
-    Attributes
-    ----------
-    name : str
-        fair-esm name, also the checkpoint file stem (``esm2_t6_8M_UR50D``).
-    alias : str
-        Short name used across revdistill (``8M``).
-    layers, dim, heads : int
-        Number of transformer layers, embedding width, attention heads.
-    params : float
-        Parameter count (for FLOP estimates and the dashboard).
-    trained : bool
-        False for the tiny random-init family.
-    seed : int
-        Initialisation seed (tiny family only).
-    """
-
-    name: str
-    alias: str
-    layers: int
-    dim: int
-    heads: int
-    params: float
-    trained: bool = True
-    seed: int = 0
-
-    @property
-    def head_dim(self) -> int:
-        """Width of one attention head."""
-        return self.dim // self.heads
-
-
-ESM2_MODELS: tuple[ModelSpec, ...] = (
-    ModelSpec("esm2_t6_8M_UR50D", "8M", 6, 320, 20, 7.5e6),
-    ModelSpec("esm2_t12_35M_UR50D", "35M", 12, 480, 20, 34e6),
-    ModelSpec("esm2_t30_150M_UR50D", "150M", 30, 640, 20, 148e6),
-    ModelSpec("esm2_t33_650M_UR50D", "650M", 33, 1280, 20, 651e6),
-    ModelSpec("esm2_t36_3B_UR50D", "3B", 36, 2560, 40, 2.8e9),
-    ModelSpec("esm2_t48_15B_UR50D", "15B", 48, 5120, 40, 15e9),
-)
-
-TINY_MODELS: tuple[ModelSpec, ...] = (
-    ModelSpec("tiny-32", "tiny-32", 2, 32, 4, 0.0, trained=False, seed=32),
-    ModelSpec("tiny-48", "tiny-48", 2, 48, 4, 0.0, trained=False, seed=48),
-    ModelSpec("tiny-64", "tiny-64", 3, 64, 4, 0.0, trained=False, seed=64),
-)
-
-_ALL_SPECS = ESM2_MODELS + TINY_MODELS
-
-
-def get_spec(name_or_alias: str) -> ModelSpec:
-    """Return the spec for a fair-esm name (``esm2_t33_650M_UR50D``) or alias (``650M``, ``tiny-32``).
-
-    Raises
-    ------
-    ValueError
-        If the name is not in the table; the message lists what is.
-    """
-    key = str(name_or_alias).strip()
-    for spec in _ALL_SPECS:
-        if key in (spec.name, spec.alias) or key.lower() in (spec.name.lower(), spec.alias.lower()):
-            return spec
-    known = ", ".join(f"{spec.alias} ({spec.name})" if spec.trained else spec.alias for spec in _ALL_SPECS)
-    raise ValueError(f"unknown model {name_or_alias!r}; known models: {known}")
-
-
-WEIGHTS_ENV = "REVDISTILL_WEIGHTS"
-
-
-def _default_weights_dir() -> Path:
-    """``$REVDISTILL_WEIGHTS`` when set, else fair-esm's cache ``torch.hub.get_dir()/checkpoints``."""
-    explicit = os.environ.get(WEIGHTS_ENV)
-    if explicit:
-        return Path(explicit).expanduser()
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-def checkpoint_paths(name_or_alias: str, weights_dir: str | Path | None = None) -> tuple[Path, Path]:
-    """Where the checkpoint and its contact-regression file are expected.
-
-    Parameters
-    ----------
-    name_or_alias : str
-        A trained model from :data:`ESM2_MODELS`.
-    weights_dir : str or Path, optional
-        Folder holding ``<name>.pt``; defaults to ``$REVDISTILL_WEIGHTS``, else
-        ``torch.hub.get_dir()/checkpoints`` (fair-esm's cache).
-
-    Returns
-    -------
-    (model_path, regression_path) : tuple of Path
-    """
-    spec = get_spec(name_or_alias)
-    if not spec.trained:
-        raise ValueError(f"model {spec.alias!r} is a random-init tiny model and has no checkpoint files")
-    folder = Path(weights_dir) if weights_dir is not None else _default_weights_dir()
-    return folder / f"{spec.name}.pt", folder / f"{spec.name}-contact-regression.pt"
-
-
-def weights_available(name_or_alias: str, weights_dir: str | Path | None = None) -> bool:
-    """True if the model can be loaded without network access (tiny models always can)."""
-    spec = get_spec(name_or_alias)
-    if not spec.trained:
-        return True
-    model_path, _ = checkpoint_paths(spec.name, weights_dir)
-    return model_path.is_file()
-
-
 def model_dim(model: torch.nn.Module) -> int:
     """Embedding width of a fair-esm ESM-2 module."""
     return int(model.embed_dim)
-
-
-def _missing_weights_message(spec: ModelSpec, model_path: Path, regression_path: Path) -> str:
-    from revdistill.esm.weights import weights_urls
-
-    model_url, regression_url = weights_urls(spec.alias)
-    return (
-        f"weights for {spec.alias} ({spec.name}) are not available offline: put\n"
-        f"  {model_path.name}  (from {model_url})\n"
-        f"  {regression_path.name}  (from {regression_url}, optional)\n"
-        f"in the folder {model_path.parent}\n"
-        f"(or run `revdistill weights download {spec.alias}`, pass download=True / --download, or pass "
-        f"weights_dir= / --weights-dir to another folder)"
-    )
 
 
 def load_esm2(
@@ -188,7 +57,7 @@ def load_esm2(
         ``torch.hub.get_dir()/checkpoints``.
     download : bool, default=False
         If the files are missing, download them into that folder first
-        (:func:`revdistill.esm.weights.download_weights`: fair-esm's URLs or ``$REVDISTILL_WEIGHTS_URL``,
+        (:func:`revdistill.esm.models.weights.download_weights`: fair-esm's URLs or ``$REVDISTILL_WEIGHTS_URL``,
         resumable, checked). Off by default: the core path never touches the network.
 
     Returns
@@ -200,7 +69,7 @@ def load_esm2(
     ------
     FileNotFoundError
         Weights missing and ``download`` is False; the message names the files and the folder.
-    revdistill._download.DownloadError, revdistill._download.ChecksumError
+    revdistill.io.download.DownloadError, revdistill.io.download.ChecksumError
         ``download=True`` and the download failed (offline, HTTP error, disk full, digest mismatch).
     """
     import esm
@@ -223,9 +92,7 @@ def load_esm2(
         model_path, regression_path = checkpoint_paths(spec.name, weights_dir)
         if not model_path.is_file():
             if not download:
-                raise FileNotFoundError(_missing_weights_message(spec, model_path, regression_path))
-            from revdistill.esm.weights import download_weights
-
+                raise FileNotFoundError(missing_weights_message(spec, model_path, regression_path))
             logger.info("downloading %s into %s", spec.name, model_path.parent)
             download_weights([spec.alias], weights_dir)
 

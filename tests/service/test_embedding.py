@@ -1,4 +1,4 @@
-"""The embedding worker: one model load per server, shared by concurrent kernels, on the tiny family."""
+"""Embedding through the compute service: one model load per server, shared by concurrent kernels, on the tiny family."""
 from __future__ import annotations
 
 import json
@@ -18,7 +18,8 @@ import pytest
 
 from revdistill.esm.runner import EmbedOptions, LocalEmbedder
 from revdistill.esm.store import EmbeddingStore
-from revdistill.esm.worker import USE_WORKER_ENV, WorkerEmbedder, WorkerError, make_embedder
+from revdistill.service.client import USE_SERVICE_ENV, WorkerEmbedder, make_embedder
+from revdistill.service.protocol import ServiceError
 
 from conftest import random_records
 
@@ -31,7 +32,7 @@ KERNEL = textwrap.dedent("""
     import json, os, sys, time
     from revdistill.esm.runner import EmbedOptions
     from revdistill.esm.store import EmbeddingStore
-    from revdistill.esm.worker import WorkerEmbedder
+    from revdistill.service.client import WorkerEmbedder
     directory, store_path, records_path, ready, everyone = sys.argv[1:6]
     records = [tuple(record) for record in json.load(open(records_path))]
     progress = []
@@ -88,11 +89,11 @@ def test_two_kernels_at_once_share_one_model_load_and_match_local(runtime_dir, t
         assert kernel.returncode == 0, err
         reports.append(json.loads(out.strip().splitlines()[-1]))
     assert [report["added"] for report in reports] == [12, 12]
-    assert all(report["progress"][-1] == [12, 12] and len(report["progress"]) == 3 for report in reports)
+    assert all(report["progress"][-1] == [12, 12] for report in reports)
     assert not any(report["fair_esm_imported"] for report in reports)   # kernels never load ESM-2
     status = WorkerEmbedder(runtime_dir=runtime_dir).status()
-    assert status["loads"] == {"tiny-32": 1, "tiny-48": 1} and status["jobs_done"] == 2
-    assert status["peak_busy"] == 2                                   # both jobs were in the worker at once
+    assert status["loads"] == {"tiny-32": 1, "tiny-48": 1} and status["computed"]["embed"] == 2
+    assert status["peak_connections"] >= 2                    # both jobs were in the service at once
     assert status["loaded"] == {"tiny-32": 1, "tiny-48": 1}
 
     local = EmbeddingStore(tmp_path / "local.h5")
@@ -126,7 +127,7 @@ def test_a_crashed_worker_is_restarted_and_the_job_resumes(runtime_dir, tmp_path
     def kill_on_first_part(done, total):
         os.kill(first_pid, signal.SIGKILL)
 
-    with pytest.raises(WorkerError, match="went away during the request"):
+    with pytest.raises(ServiceError, match="went away during the request"):
         embedder.embed(store, records, MODELS, on_progress=kill_on_first_part)
     added = embedder.embed(store, records, MODELS)            # a new worker; the committed parts are kept
     assert 1 <= added <= 8
@@ -150,7 +151,7 @@ def test_errors_in_the_worker_come_back_with_its_message(runtime_dir, tmp_path):
     embedder.embed(store, random_records(2, seed=6), MODELS)
     with pytest.raises(ValueError, match=r"holds models \['tiny-32', 'tiny-48'\]; asked for \['tiny-32'\]") as info:
         embedder.embed(store, random_records(2, seed=7, prefix="x"), ["tiny-32"])
-    assert any("embedding worker" in note for note in info.value.__notes__)
+    assert any("compute service" in note for note in info.value.__notes__)
     with pytest.raises(ValueError, match="unknown model 'tiny-99'"):       # checked before sending
         embedder.embed(store, random_records(2, seed=7), ["tiny-99"])
     assert stat.S_IMODE(os.stat(runtime_dir).st_mode) == 0o700
@@ -160,22 +161,22 @@ def test_errors_in_the_worker_come_back_with_its_message(runtime_dir, tmp_path):
     try:  # a client with another key is refused (HMAC challenge)
         (stranger / "authkey").write_bytes(b"f" * 64)
         os.chmod(stranger / "authkey", 0o600)
-        os.symlink(runtime_dir / "worker.sock", stranger / "worker.sock")
+        os.symlink(runtime_dir / "service.sock", stranger / "service.sock")
         from multiprocessing import AuthenticationError
 
         with pytest.raises((AuthenticationError, EOFError, ConnectionError)):
-            WorkerEmbedder(runtime_dir=stranger)._connect()
+            WorkerEmbedder(runtime_dir=stranger).client._connect()
     finally:
         shutil.rmtree(stranger)
 
 
 def test_configuration_chooses_the_worker_or_the_local_embedder(monkeypatch, tmp_path):
-    monkeypatch.delenv(USE_WORKER_ENV, raising=False)
+    monkeypatch.delenv(USE_SERVICE_ENV, raising=False)
     assert isinstance(make_embedder(EmbedOptions()), LocalEmbedder)
-    monkeypatch.setenv(USE_WORKER_ENV, "1")
+    monkeypatch.setenv(USE_SERVICE_ENV, "1")
     chosen = make_embedder(EmbedOptions(dtype="bf16"), runtime_dir=tmp_path / "w")
     assert isinstance(chosen, WorkerEmbedder) and chosen.options.dtype == "bf16"
-    with pytest.raises(ValueError, match=r"worker settings \['idle_timeout'\] need worker=True"):
+    with pytest.raises(ValueError, match=r"service settings \['idle_timeout'\] need worker=True"):
         make_embedder(worker=False, idle_timeout=5)
     with pytest.raises(ValueError, match="idle_timeout=0 must be a positive number"):
         WorkerEmbedder(idle_timeout=0)

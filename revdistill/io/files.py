@@ -1,9 +1,10 @@
-"""File helpers shared by every layer: pickle-free npz files with JSON metadata, atomic writes, a re-entrant
-inter-process lock."""
+"""File helpers shared by every layer: pickle-free npz files with JSON metadata, atomic writes, file digests,
+a re-entrant inter-process lock. No network here (downloads live in :mod:`revdistill.io.download`)."""
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -197,6 +198,15 @@ def save_npz_together(files: Sequence[tuple[str | Path, Mapping[str, np.ndarray]
     for folder in {path.parent for path in targets}:
         fsync_dir(folder)
     return targets
+
+
+def sha256_of(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    """Return the hex SHA-256 digest of a file, read in chunks of ``chunk_size`` bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def fsync_file(path: str | Path) -> None:

@@ -25,7 +25,8 @@ CACHE_KINDS: dict[str, str] = {
     "ladders": "fitted reference ladders and naive baselines, named by their id",
     "umap": "UMAP coordinates, named by a digest of their input",
     "calibration": "measured embedding speeds per model and device (for time estimates)",
-    "worker": "the embedding worker's socket, key and logs (one worker per server)",
+    "service": "the compute service's socket, key and log (one service per server)",
+    "numba": "numba's compiled code for UMAP (set by the compute service for itself only)",
 }
 
 
