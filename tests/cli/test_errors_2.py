@@ -111,7 +111,7 @@ def test_a_checkpoint_that_is_not_one_is_a_clear_error(tmp_path, capsys, content
     if content == "pickle":
         torch.save({"model": _Harmless()}, model)
     elif content == "tiny":
-        from revdistill.esm.models import save_esm2_checkpoint, tiny_esm2
+        from revdistill.esm.models.loading import save_esm2_checkpoint, tiny_esm2
 
         save_esm2_checkpoint(tiny_esm2(2, 32, 4)[0], model)
     else:
