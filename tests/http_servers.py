@@ -166,8 +166,9 @@ def refused_url(path: str = "x") -> str:
     return f"http://127.0.0.1:{port}/{path}"
 
 
-def serve_checkpoint(server: Server, alias: str = "8M", seed: int = 3, layers: int = 2, dim: int = 32):
-    """Publish a random-init tiny ESM-2 under a real model's file names, laid out like fair-esm's server.
+def serve_checkpoint(server: Server, alias: str = "8M", seed: int = 3):
+    """Publish a random-init ESM-2 of a real model's architecture under its file names, laid out like fair-esm's
+    server (a download is checked to be a checkpoint of the expected architecture).
 
     Writes ``models/<name>.pt`` and ``regression/<name>-contact-regression.pt`` (fair-esm's checkpoint
     format, :func:`revdistill.esm.models.loading.save_esm2_checkpoint`) and returns the saved model.
@@ -175,9 +176,9 @@ def serve_checkpoint(server: Server, alias: str = "8M", seed: int = 3, layers: i
     from revdistill.esm.models.loading import save_esm2_checkpoint, tiny_esm2
     from revdistill.esm.models.registry import get_spec
 
-    name = get_spec(alias).name
-    model, _ = tiny_esm2(layers, dim, 4, seed=seed)
-    model_path, regression_path = save_esm2_checkpoint(model, server.root / "models" / f"{name}.pt")
+    spec = get_spec(alias)
+    model, _ = tiny_esm2(spec.layers, spec.dim, spec.heads, seed=seed)
+    model_path, regression_path = save_esm2_checkpoint(model, server.root / "models" / f"{spec.name}.pt")
     (server.root / "regression").mkdir(exist_ok=True)
     regression_path.replace(server.root / "regression" / regression_path.name)
     return model

@@ -10,10 +10,8 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
-import zipfile
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -60,18 +58,11 @@ def split_list(text: str, what: str, allowed: Sequence[str] | None = None) -> li
 
 # --------------------------------------------------------------------------------------------- outputs
 def _npz_format(path: Path) -> str | None:
-    """The ``format`` in a revdistill npz's JSON metadata, reading only that entry; None if not one."""
-    import numpy as np  # noqa: PLC0415
+    """The ``format`` in a revdistill npz's JSON metadata, reading only that entry (safely); None if not one."""
+    from revdistill.io.files import read_npz_meta  # noqa: PLC0415
 
-    try:
-        with zipfile.ZipFile(path) as archive:
-            if "meta.npy" not in archive.namelist():
-                return None
-        with np.load(path, allow_pickle=False) as archive:
-            meta = json.loads(np.asarray(archive["meta"], dtype=np.uint8).tobytes().decode("utf-8"))
-        return meta.get("format") if isinstance(meta, dict) else None
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
-        return None
+    meta = read_npz_meta(path) if path.is_file() else None
+    return None if meta is None else meta.get("format")
 
 
 def _is_results_csv(path: Path) -> bool:

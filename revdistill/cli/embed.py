@@ -72,7 +72,8 @@ def _plan(args: argparse.Namespace, records, aliases, options, per_residue, stor
     from revdistill.cli.common import check_output
     from revdistill.esm.models.registry import get_spec
 
-    missing = store.missing(records, aliases, [get_spec(alias).dim for alias in aliases], options.storage_dtype)
+    missing = store.missing(records, aliases, [get_spec(alias).dim for alias in aliases], options.storage_dtype,
+                            numerics=options.numerics())
     if per_residue is not False and store.path.exists():
         wanted = [record_id for record_id, _ in records] if per_residue is True else per_residue
         stored, kept = set(store.ids()), set(store.per_residue_ids())

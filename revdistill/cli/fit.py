@@ -39,18 +39,17 @@ def run_fit(args: argparse.Namespace) -> int:
     """Run ``revdistill fit``; return the exit status."""
     from revdistill.cli.common import check_output
 
+    from revdistill.experiment.ladders import ladder_from_file, naive_path_of, save_ladder_pair
+
     out = args.out if args.out.suffix == ".npz" else args.out.with_name(args.out.name + ".npz")
-    naive_out = out.with_name(out.stem + ".naive.npz")
+    naive_out = naive_path_of(out)
     check_output(out, inputs=[args.store], kind="ladder")
     check_output(naive_out, inputs=[args.store], kind="naive")
     if args.store is not None:
         ladder, naive, label = _fit_store(args)
     else:
         ladder, naive, label = _fit_corpus(args)
-    ladder.save(out)
-    naive.save(naive_out)
-    from revdistill.experiment.ladders import ladder_from_file
-
+    save_ladder_pair(ladder, naive, out, naive_out)
     fitted = ladder_from_file(out)
     print(f"{out}: ladder {fitted.ladder_id}; {naive_out}: naive baseline {fitted.naive_id}")
     print(f"fitted on {label} ({ladder.fit_on} convention, {ladder.regressor})")

@@ -72,7 +72,7 @@ def corpus_of(text: str, tasks: Sequence[Any] = ()):
                       description=f"the assays' own variants ({names}; {corpus.n_sequences} sequences) — "
                                   f"an explicit choice, not the reference corpus")
     path = Path(text)
-    if not path.is_file():
+    if not path.exists() or path.is_dir():  # a FIFO or process substitution is read like a file
         raise FileNotFoundError(f"--corpus {text!r}: not 'proteingym', 'assays' or an existing FASTA file")
     return Corpus.from_fasta(path)
 

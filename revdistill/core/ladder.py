@@ -237,6 +237,10 @@ class DistillationLadder:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
         """Write the fitted ladder as plain arrays plus JSON metadata (``.npz``, no pickle)."""
+        return save_npz(path, self.to_arrays())
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """What :meth:`save` writes: the learned arrays (float64) and a ``meta`` entry (JSON as uint8)."""
         check_is_fitted(self, "steps_")
         arrays: dict[str, np.ndarray] = {}
         for index, step in enumerate(self.steps_):
@@ -250,7 +254,7 @@ class DistillationLadder:
             "provenance": self.provenance_,
         }
         arrays["meta"] = encode_meta(meta)
-        return save_npz(path, arrays)
+        return arrays
 
     def _params(self) -> dict[str, Any]:
         return {"regressor": self.regressor, "alpha": float(self.alpha),

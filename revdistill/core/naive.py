@@ -137,6 +137,11 @@ class NaiveConcatPCA:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
         """Write the fitted baseline as plain arrays plus JSON metadata (``.npz``, no pickle)."""
+        return save_npz(path, self.to_arrays())
+
+    def to_arrays(self, paired_ladder: str | None = None) -> dict[str, np.ndarray]:
+        """What :meth:`save` writes; ``paired_ladder`` (the digest of the ladder written with it) goes in the
+        metadata, so that a ladder file and its sidecar can be checked to come from one fit."""
         check_is_fitted(self, "components_")
         arrays: dict[str, np.ndarray] = {}
         for index in range(len(self.components_)):
@@ -145,8 +150,9 @@ class NaiveConcatPCA:
             arrays[f"step{index}__explained_variance_ratio"] = self.explained_variance_ratio_[index]
         arrays["meta"] = encode_meta({"format": FORMAT_NAME, "version": FORMAT_VERSION, "fit_on": self.fit_on,
                                       "level_names": list(self.level_names_), "dims": list(self.dims_),
-                                      "provenance": self.provenance_})
-        return save_npz(path, arrays)
+                                      "provenance": self.provenance_,
+                                      **({"paired_ladder": paired_ladder} if paired_ladder else {})})
+        return arrays
 
     @classmethod
     def load(cls, path: str | Path) -> "NaiveConcatPCA":

@@ -1,6 +1,7 @@
 """HDF5 plumbing of the embedding store: checksummed datasets, verified reads, safe writes.
 
-Integrity (store format version 2):
+Integrity (store format version 2, and 3 which adds the ``numerics`` header attribute: how the vectors
+were made, :meth:`revdistill.esm.runner.EmbedOptions.numerics`, part of the store's identity):
 
 - files are written with HDF5's 1.10 file format (``libver=("v110", "latest")``), whose superblock,
   object headers and chunk indexes carry checksums; header attributes are fixed-length strings kept
@@ -8,7 +9,10 @@ Integrity (store format version 2):
 - every array of one or more dimensions, strings included, is chunked with the ``fletcher32`` filter,
   so HDF5 checks each chunk when it is read. Strings are fixed-length UTF-8 bytes: variable-length
   strings live in HDF5's unchecked global heap, where one flipped byte made reads hang forever;
-- strings and scalars also carry a SHA-256 attribute checked whenever they are read whole.
+- strings and scalars also carry a SHA-256 attribute checked whenever they are read whole;
+- a file is self-contained (:func:`check_self_contained`, on every open): no external or soft links, no
+  external raw storage, no virtual datasets, and every array keeps its fletcher32 filter (also checked
+  on every dataset read), so a store can neither read bytes from elsewhere nor skip its checksums.
 
 Writes go through :func:`writing` (HDF5 failures, such as a full disk, raise instead of leaving a
 broken file) after :func:`ensure_space` (refuse to start when the disk is too full).
@@ -30,10 +34,11 @@ from typing import Any
 import numpy as np
 
 FORMAT_NAME = "revdistill-embedding-store"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 LIBVER = ("v110", "latest")
 _HEADER_KEYS = ("format", "version", "models", "dims", "storage_dtype")
+_NUMERICS_KEY = "numerics"  # version 3: how the vectors were made (EmbedOptions.numerics())
 _CHUNK_BYTES = 1 << 20
 _COPY_BYTES = 64 << 20
 
@@ -80,7 +85,64 @@ def open_checked(path: Path, what: str):
         handle.close()
         raise ValueError(f"{what} {path} has store format version {header['version']}; this revdistill reads "
                          f"version {' or '.join(map(str, READABLE_VERSIONS))}")
+    try:
+        check_self_contained(handle, what)
+    except BaseException:
+        handle.close()
+        raise
     return handle
+
+
+def check_self_contained(handle, what: str) -> None:
+    """Refuse a file that reaches outside itself or could be read unchecked.
+
+    A store holds only its own datasets, reached by hard links: no external links, no soft links, no
+    dataset whose raw data lives in other files (external storage) or is assembled from other files
+    (virtual datasets); and (version 2 and later) every non-empty array keeps its fletcher32 filter,
+    so the checksum promise does not depend on the file's own flags.
+
+    Raises
+    ------
+    ValueError
+        Naming the file and the dataset or link, and what a store may hold.
+    """
+    h5py = h5py_module()
+    version = _version(handle)
+    found: list[tuple[str, str]] = []
+
+    def visit(name: str, link) -> None:
+        if isinstance(link, h5py.ExternalLink):
+            found.append((name, f"is an external link to {link.filename}:{link.path}"))
+        elif isinstance(link, h5py.SoftLink):
+            found.append((name, f"is a soft link to {link.path}"))
+        else:
+            problem = _dataset_problem(handle.get(name), version)
+            if problem is not None:
+                found.append((name, problem))
+
+    try:
+        handle.visititems_links(visit)
+    except (OSError, KeyError, ValueError, RuntimeError) as error:
+        raise StoreDamagedError(handle.filename, what, "links", _first_line(error)) from error
+    if found:
+        name, problem = found[0]
+        raise ValueError(f"{what} {handle.filename}: {name} {problem}; a store may only hold its own checksummed "
+                         f"datasets (no external or soft links, external storage or virtual datasets). Refusing "
+                         f"to read it")
+
+
+def _dataset_problem(item, version: int) -> str | None:
+    """Why a dataset cannot be part of a store (None if it can, or if it is a group)."""
+    h5py = h5py_module()
+    if not isinstance(item, h5py.Dataset):
+        return None
+    if item.is_virtual:
+        return "is a virtual dataset (its data comes from other files)"
+    if item.external:
+        return f"keeps its data in external file(s) {[entry[0] for entry in item.external][:3]}"
+    if version >= 2 and item.ndim >= 1 and item.size > 0 and not item.fletcher32:
+        return "has lost its fletcher32 checksum filter (every array of a store is checksummed)"
+    return None
 
 
 @contextlib.contextmanager
@@ -159,13 +221,13 @@ def space_for_arrays(arrays: list) -> int:
 def read_header(handle, what: str) -> dict[str, Any]:
     """``{format, version, models, dims, storage_dtype}`` of an open file, its digest checked (version 2)."""
     try:
-        raw = {key: _text(handle.attrs[key]) for key in _HEADER_KEYS if key in handle.attrs}
+        raw = {key: _text(handle.attrs[key]) for key in (*_HEADER_KEYS, _NUMERICS_KEY) if key in handle.attrs}
         if raw.get("format") != FORMAT_NAME:
             return {"format": raw.get("format"), "version": None}
         version = int(raw.get("version", -1))
         if version not in READABLE_VERSIONS:
             return {"format": raw["format"], "version": version}
-        missing = [key for key in _HEADER_KEYS if key not in raw]
+        missing = [key for key in _HEADER_KEYS + ((_NUMERICS_KEY,) if version >= 3 else ()) if key not in raw]
         if missing:
             raise ValueError(f"header attribute(s) {missing} missing")
         if version >= 2:
@@ -173,7 +235,10 @@ def read_header(handle, what: str) -> dict[str, Any]:
             if expected != _header_digest(raw):
                 raise ValueError("header attributes do not match their SHA-256")
         header = {"format": raw["format"], "version": version, "models": json.loads(raw["models"]),
-                  "dims": json.loads(raw["dims"]), "storage_dtype": raw["storage_dtype"]}
+                  "dims": json.loads(raw["dims"]), "storage_dtype": raw["storage_dtype"],
+                  "numerics": json.loads(raw[_NUMERICS_KEY]) if version >= 3 else None}
+        if version >= 3 and not isinstance(header["numerics"], dict):
+            raise ValueError(f"numerics {header['numerics']!r} is not a JSON object")
         if (not isinstance(header["models"], list) or not isinstance(header["dims"], list)
                 or len(header["models"]) != len(header["dims"])):
             raise ValueError(f"models {header['models']!r} and dims {header['dims']!r} do not match")
@@ -182,17 +247,24 @@ def read_header(handle, what: str) -> dict[str, Any]:
         raise StoreDamagedError(handle.filename, what, "header attributes", _first_line(error)) from error
 
 
-def write_header(handle, models: list[str], dims: list[int], storage_dtype: str) -> None:
-    """Header attributes as fixed-length strings (kept in the checksummed object header) and their digest."""
+def write_header(handle, models: list[str], dims: list[int], storage_dtype: str, numerics: dict[str, Any]) -> None:
+    """Header attributes as fixed-length strings (kept in the checksummed object header) and their digest.
+
+    ``numerics`` is how the vectors were made (:meth:`revdistill.esm.runner.EmbedOptions.numerics`:
+    precision, long-sequence handling): part of the store's identity, like the models."""
+    if not isinstance(numerics, dict) or not numerics:
+        raise ValueError(f"numerics={numerics!r}: a store records how its vectors were made (a non-empty dict)")
     raw = {"format": FORMAT_NAME, "version": str(FORMAT_VERSION), "models": json.dumps(list(models)),
-           "dims": json.dumps([int(d) for d in dims]), "storage_dtype": str(storage_dtype)}
+           "dims": json.dumps([int(d) for d in dims]), "storage_dtype": str(storage_dtype),
+           _NUMERICS_KEY: json.dumps(numerics, sort_keys=True)}
     for key, value in raw.items():
         handle.attrs[key] = np.bytes_(value.encode("utf-8"))
     handle.attrs["header_sha256"] = np.bytes_(_header_digest(raw).encode("ascii"))
 
 
 def _header_digest(raw: dict[str, str]) -> str:
-    text = json.dumps({key: str(raw[key]) for key in _HEADER_KEYS}, sort_keys=True)
+    keys = _HEADER_KEYS + ((_NUMERICS_KEY,) if _NUMERICS_KEY in raw else ())
+    text = json.dumps({key: str(raw[key]) for key in keys}, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -244,10 +316,13 @@ def create(group, name: str, values, *, resizable: bool = False) -> None:
         data = np.array(encoded, dtype=f"S{max([1, *map(len, encoded)])}").reshape(values.shape)
     else:
         data = values
+    # fixed-length strings are marked UTF-8 (record ids and file names may be any text)
+    dtype = h5py_module().string_dtype("utf-8", data.dtype.itemsize) if text else None
+    data = data.astype(dtype) if text else data
     if data.ndim == 0 or data.size == 0 and not resizable:
-        dataset = group.create_dataset(name, data=data)
+        dataset = group.create_dataset(name, data=data, dtype=dtype)
     else:
-        dataset = group.create_dataset(name, data=data, chunks=_chunks(data, resizable), fletcher32=True,
+        dataset = group.create_dataset(name, data=data, dtype=dtype, chunks=_chunks(data, resizable), fletcher32=True,
                                        maxshape=(None,) + data.shape[1:] if resizable and not text else None)
     if text or data.ndim == 0:
         dataset.attrs["sha256"] = np.bytes_(digest(values).encode("ascii"))
@@ -277,7 +352,11 @@ def load(handle, name: str, rows: slice | None = None, what: str = "store") -> n
     """
     try:
         dataset = handle[name]
-        if h5py_module().check_string_dtype(dataset.dtype) is not None:  # version 1: variable-length
+        problem = _dataset_problem(dataset, _version(handle))
+        if problem is not None:
+            raise ValueError(f"{problem}; refusing to read it")
+        string = h5py_module().check_string_dtype(dataset.dtype)
+        if string is not None and string.length is None:  # version 1: variable-length
             dataset = dataset.asstr()
         values = dataset[()] if dataset.shape == () else dataset[rows if rows is not None else slice(None)]
         text = isinstance(values, np.ndarray) and values.dtype.kind in "OS"

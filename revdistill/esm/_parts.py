@@ -28,10 +28,11 @@ def read_moments(handle, what: str, device: str = "cpu"):
         raise StoreDamagedError(handle.filename, what, "moments", str(error)) from error
 
 
-def write_result(handle, result, hashes: list[str], storage_dtype: str) -> None:
-    """One part file: the records of an :class:`~revdistill.esm.embed.EmbedResult` and their moments."""
+def write_result(handle, result, hashes: list[str], storage_dtype: str, numerics: dict) -> None:
+    """One part file: the records of an :class:`~revdistill.esm.embed.EmbedResult` and their moments,
+    made with ``numerics`` (:meth:`~revdistill.esm.runner.EmbedOptions.numerics`)."""
     models = list(result.pooled)
-    write_header(handle, models, [result.pooled[m].shape[1] for m in models], storage_dtype)
+    write_header(handle, models, [result.pooled[m].shape[1] for m in models], storage_dtype, numerics)
     create(handle, "ids", np.array(result.ids, dtype=object))
     create(handle, "hashes", np.array(hashes, dtype=object))
     create(handle, "lengths", np.asarray(result.lengths, dtype=np.int64))
@@ -56,16 +57,17 @@ def merge(main: Path | None, parts: list[Path], target: Path) -> None:
     Numeric datasets are copied block by block; strings (ids, hashes: small) are gathered and written
     once at the end, as fixed-length strings must be.
     """
+    sources = ([(main, "store")] if main is not None else []) + [(part, "part file") for part in parts]
+    numerics = merged_numerics(sources)
     with writing(target) as out:
         header, moments = None, None
         strings: dict[str, list[str]] = {key: [] for key in (*STRING_KEYS, "absorbed")}
-        sources = ([(main, "store")] if main is not None else []) + [(part, "part file") for part in parts]
         for source, what in sources:
             with open_checked(source, what) as handle:
                 found = read_header(handle, what)
                 if header is None:
                     header = found
-                    write_header(out, found["models"], found["dims"], found["storage_dtype"])
+                    write_header(out, found["models"], found["dims"], found["storage_dtype"], numerics)
                 elif (found["models"], found["storage_dtype"]) != (header["models"], header["storage_dtype"]):
                     raise ValueError(f"{what} {source} holds models {found['models']} ({found['storage_dtype']}), "
                                      f"the store {header['models']} ({header['storage_dtype']}); move the part "
@@ -90,6 +92,43 @@ def merge(main: Path | None, parts: list[Path], target: Path) -> None:
                 create(out, key, np.array(values, dtype=object))
         for key, value in moments.to_state().items():
             create(out, f"moments/{key}", value)
+
+
+#: What a store written before version 3 records about how its vectors were made: nothing.
+UNRECORDED = {"unrecorded": True}
+
+
+def recorded_numerics(header: dict) -> dict | None:
+    """How a store's or part's vectors were made, or None when it does not say (written before version 3)."""
+    numerics = header.get("numerics")
+    return None if numerics is None or numerics == UNRECORDED else numerics
+
+
+def describe_numerics(numerics: dict) -> str:
+    return ", ".join(f"{key}={value}" for key, value in sorted(numerics.items()))
+
+
+def merged_numerics(sources: list[tuple[Path, str]]) -> dict:
+    """The one way every source's vectors were made (sources that do not record it take the others').
+
+    Raises
+    ------
+    ValueError
+        Two sources made their vectors differently, naming both.
+    """
+    numerics, first = None, None
+    for source, what in sources:
+        with open_checked(source, what) as handle:
+            found = recorded_numerics(read_header(handle, what))
+        if found is None:
+            continue
+        if numerics is None:
+            numerics, first = found, source
+        elif found != numerics:
+            raise ValueError(f"{what} {source} holds vectors made with {describe_numerics(found)}, {first} with "
+                             f"{describe_numerics(numerics)}; vectors made two ways cannot share a store. Move the "
+                             f"part file away")
+    return numerics if numerics is not None else dict(UNRECORDED)
 
 
 def _copy_numbers(out, handle, models: list[str], what: str) -> None:

@@ -179,7 +179,7 @@ class LocalEmbedder:
         if rank == 0:
             store.consolidate()
         _barrier(world_size)
-        missing = store.missing(records, aliases, dims, options.storage_dtype)
+        missing = store.missing(records, aliases, dims, options.storage_dtype, numerics=options.numerics())
         shard = missing[rank::world_size]
         stored_before = store.stored_residues() if rank == 0 else 0
         run_moments = None
@@ -196,7 +196,7 @@ class LocalEmbedder:
                     result = engine.run([(record_id, sequence) for record_id, sequence, _ in chunk],
                                         per_residue=keep & {record_id for record_id, _, _ in chunk}, bar=bar)
                     store.write_part(f"part-{run_name}-{number:06d}", result, [digest for _, _, digest in chunk],
-                                     options.storage_dtype)
+                                     options.storage_dtype, numerics=options.numerics())
                     run_moments = result.moments if run_moments is None else run_moments.merge(result.moments)
                     if on_progress is not None:
                         on_progress(min(start + options.flush_every, len(shard)), len(shard))

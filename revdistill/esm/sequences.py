@@ -66,8 +66,11 @@ def read_fasta(path: str | Path) -> list[tuple[str, str]]:
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"FASTA file {path} is a folder; give a .fasta / .fa / .fa.gz file")
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"FASTA file {path} does not exist")
+    if not path.is_file():  # a FIFO or a process substitution <(zcat x.fa.gz): readable once, so read it whole
+        with open(path, "rb") as stream:
+            return parse_fasta_text(stream.read(), str(path))
     with open(path, "rb") as raw:
         head = raw.read(8)
     opener = _opener(head, str(path))

@@ -22,6 +22,7 @@ Layout and crash safety
 ``path`` is one HDF5 file::
 
     attrs: format="revdistill-embedding-store", version, models (JSON), dims (JSON), storage_dtype,
+           numerics (JSON: precision and long-sequence handling; a rerun made another way is refused),
            header_sha256
     ids (n,) str, hashes (n,) sha256 hex, lengths (n,) int64, pooled/<model> (n, dim)
     moments/{meta,count,mean,scatter}           Moments.to_state() of every stored residue, all models
@@ -93,7 +94,7 @@ class EmbeddingStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.parts_dir = Path(str(self.path) + ".parts")
+        self.parts_dir = Path(os.path.realpath(self.path) + ".parts")  # beside the file a symlink points to
         if self.path.is_dir():
             raise ValueError(f"store path {self.path} is a directory; give a file name such as store.h5")
         if self.path.exists():
@@ -119,7 +120,8 @@ class EmbeddingStore:
         with self._read() as handle:
             header = h5.read_header(handle, "store")
             return {"path": str(self.path), "models": header["models"], "dims": header["dims"],
-                    "storage_dtype": header["storage_dtype"], "n_records": int(h5.shape(handle, "ids")[0]),
+                    "storage_dtype": header["storage_dtype"],
+                    "numerics": files.recorded_numerics(header), "n_records": int(h5.shape(handle, "ids")[0]),
                     "n_residues": int(h5.load(handle, "lengths").sum())}
 
     def models(self) -> list[str]:
@@ -230,7 +232,8 @@ class EmbeddingStore:
         wait : bool
             ``False``: raise :class:`revdistill.io.files.LockBusyError` if another writer holds it.
         """
-        return file_lock(self.path.with_name(self.path.name + ".lock"), wait=wait, read_only_ok=True)
+        target = Path(os.path.realpath(self.path))  # one lock per store file, however it is reached
+        return file_lock(target.with_name(target.name + ".lock"), wait=wait, read_only_ok=True)
 
     def stored_residues(self) -> int:
         """Residues counted in the main file's moments (0 before the first commit)."""
@@ -240,15 +243,19 @@ class EmbeddingStore:
             return int(h5.load(handle, "moments/count"))
 
     def missing(self, records: Sequence[tuple[str, str]], models: Sequence[str], dims: Sequence[int],
-                storage_dtype: str) -> list[tuple[str, str, str]]:
+                storage_dtype: str, *, numerics: dict) -> list[tuple[str, str, str]]:
         """The records not stored yet, as ``(id, sequence, sha256)``, in the given order.
+
+        ``numerics`` is how this run makes its vectors (:meth:`~revdistill.esm.runner.EmbedOptions.numerics`):
+        like the models, it must be how the store's vectors were made.
 
         Raises
         ------
         ValueError
-            The store holds other models or another storage dtype, or a stored id has another sequence.
+            The store holds other models, another storage dtype or vectors made another way (precision,
+            long-sequence handling), or a stored id has another sequence.
         """
-        stored = self._stored_hashes_checked(list(models), list(dims), storage_dtype)
+        stored = self._stored_hashes_checked(list(models), list(dims), storage_dtype, numerics)
         missing = []
         for record_id, sequence in records:
             digest = sequence_hash(sequence)
@@ -260,7 +267,8 @@ class EmbeddingStore:
             missing.append((record_id, sequence, digest))
         return missing
 
-    def _stored_hashes_checked(self, aliases: list[str], dims: list[int], storage_dtype: str) -> dict[str, str]:
+    def _stored_hashes_checked(self, aliases: list[str], dims: list[int], storage_dtype: str,
+                               numerics: dict) -> dict[str, str]:
         if not self.path.exists():
             return {}
         with self._read() as handle:
@@ -271,6 +279,13 @@ class EmbeddingStore:
             if header["storage_dtype"] != storage_dtype:
                 raise ValueError(f"store {self.path} was created with storage_dtype={header['storage_dtype']!r}; "
                                  f"asked for {storage_dtype!r}")
+            made = files.recorded_numerics(header)
+            if made is not None and made != numerics:
+                differs = sorted(key for key in set(made) | set(numerics) if made.get(key) != numerics.get(key))
+                raise ValueError(f"store {self.path} holds vectors made with {files.describe_numerics(made)}; this "
+                                 f"run makes them with {files.describe_numerics(numerics)} (differs: "
+                                 f"{', '.join(differs)}). Vectors made two ways cannot share a store: use another "
+                                 f"--store for these settings, or the store's settings")
             return dict(zip(h5.load_strings(handle, "ids"), h5.load_strings(handle, "hashes")))
 
     def _pending_parts(self) -> list[Path]:
@@ -278,7 +293,7 @@ class EmbeddingStore:
             return []
         return sorted(path for path in self.parts_dir.glob("part-*.h5"))
 
-    def write_part(self, name: str, result, hashes: list[str], storage_dtype: str) -> Path:
+    def write_part(self, name: str, result, hashes: list[str], storage_dtype: str, *, numerics: dict) -> Path:
         """Write one complete part under a temporary name, check it, and rename it into place (atomic).
 
         Raises
@@ -296,7 +311,7 @@ class EmbeddingStore:
                       *(values for per_model in result.per_residue.values() for values in per_model.values())]
             h5.ensure_space(self.parts_dir, h5.space_for_arrays(arrays), f"part file {final.name}")
             with h5.writing(temporary) as handle:
-                files.write_result(handle, result, hashes, storage_dtype)
+                files.write_result(handle, result, hashes, storage_dtype, numerics)
             fsync_file(temporary)
             files.verify_file(temporary, "new part file")  # never rename a file that does not read back whole
             os.replace(temporary, final)
@@ -332,8 +347,11 @@ class EmbeddingStore:
             return self._consolidate_unlocked()
 
     def _consolidate_unlocked(self) -> int:
-        """:meth:`consolidate` for a caller that holds the writer lock."""
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+        """:meth:`consolidate` for a caller that holds the writer lock.
+
+        A store reached through a symbolic link is replaced where the link points (the link stays a link)."""
+        target = Path(os.path.realpath(self.path))
+        temporary = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
         try:
             self._remove_stale_temporaries()
             parts = self._pending_parts()
@@ -351,12 +369,12 @@ class EmbeddingStore:
             main = self.path if self.path.exists() else None
             with h5.open_checked(parts[0], "part file") as handle:
                 dims = h5.read_header(handle, "part file")["dims"]
-            h5.ensure_space(self.path.parent, h5.space_for_merge(main, parts, dims),
+            h5.ensure_space(target.parent, h5.space_for_merge(main, parts, dims),
                             f"merging {len(parts)} part file(s)")
             files.merge(main, parts, temporary)
             fsync_file(temporary)
             files.verify_file(temporary, "merged copy", read_values=False)  # never install what does not read back
-            os.replace(temporary, self.path)
+            os.replace(temporary, target)
         except BaseException as error:
             with contextlib.suppress(OSError):  # never mask the error being reported
                 temporary.unlink(missing_ok=True)
@@ -364,7 +382,7 @@ class EmbeddingStore:
             if friendly is error:
                 raise
             raise friendly from error
-        fsync_dir(self.path.parent)
+        fsync_dir(target.parent)
         for part in parts:
             part.unlink()
         logger.info("merged %d part file(s) into %s", len(parts), self.path)
@@ -386,7 +404,8 @@ class EmbeddingStore:
 
         Called with the writer lock held: no other writer can be writing them.
         """
-        stale = list(self.path.parent.glob(f".{self.path.name}.*.tmp"))
+        target = Path(os.path.realpath(self.path))
+        stale = list(target.parent.glob(f".{target.name}.*.tmp"))
         if self.parts_dir.is_dir():
             stale += list(self.parts_dir.glob(".part-*.h5.tmp"))
         for path in stale:

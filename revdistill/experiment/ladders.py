@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
-from revdistill.io.files import file_lock
+from revdistill.io.files import file_lock, read_npz_meta, save_npz_together
 from revdistill.core.ladder import FORMAT_VERSION as LADDER_FORMAT, DistillationLadder, check_fit_on
 from revdistill.core.naive import FORMAT_VERSION as NAIVE_FORMAT, NaiveConcatPCA
 from revdistill.esm.interfaces import Embedder
@@ -259,8 +259,7 @@ def reference_ladder(models: Sequence[str], corpus: Corpus | None = None, *, fit
             logger.info("reference ladder %s and naive baseline %s from the cache", spec.ladder_id, spec.naive_id)
         else:
             ladder, naive = _fit(spec, embedder, cache, progress)
-            ladder.save(ladder_path)
-            naive.save(naive_path)
+            save_ladder_pair(ladder, naive, ladder_path, naive_path)
     return ReferenceLadder(ladder=ladder, naive=naive, ladder_id=spec.ladder_id, naive_id=spec.naive_id,
                            label=corpus.description)
 
@@ -305,14 +304,80 @@ def _fit(spec: LadderSpec, embedder: Embedder, cache: str | Path | None,
     return ladder, naive
 
 
+def naive_path_of(path: str | Path) -> Path:
+    """Where the naive baseline of ladder file ``path`` lives: ``<stem>.naive.npz`` beside it."""
+    path = Path(path)
+    return path.with_name(path.stem + ".naive.npz")
+
+
+def ladder_digest(ladder: DistillationLadder) -> str:
+    """SHA-256 of a fitted ladder's learned arrays (names, dtypes, shapes, bytes): what pairs a sidecar with it."""
+    sha = hashlib.sha256()
+    for key, value in sorted(ladder.to_arrays().items()):
+        if key != "meta":
+            sha.update(f"{key}:{value.dtype.str}:{value.shape};".encode("ascii"))
+            sha.update(value.tobytes())
+    return sha.hexdigest()
+
+
+def save_ladder_pair(ladder: DistillationLadder, naive: NaiveConcatPCA, path: str | Path,
+                     naive_path: str | Path | None = None) -> tuple[Path, Path]:
+    """Write a ladder and its naive baseline together: both files change or neither does.
+
+    The baseline records the ladder's :func:`ladder_digest`, so :func:`ladder_from_file` can refuse a
+    sidecar that comes from another fit.
+
+    Parameters
+    ----------
+    path : path
+        The ladder file (``.npz``).
+    naive_path : path, optional
+        Default :func:`naive_path_of` ``(path)``.
+    """
+    naive_path = naive_path_of(path) if naive_path is None else Path(naive_path)
+    written = save_npz_together([(path, ladder.to_arrays()),
+                                 (naive_path, naive.to_arrays(paired_ladder=ladder_digest(ladder)))])
+    return written[0], written[1]
+
+
+def _check_pair(path: Path, ladder: DistillationLadder, naive_path: Path, naive: NaiveConcatPCA) -> None:
+    """Refuse a naive sidecar that does not come from the same fit as the ladder beside it."""
+    recorded = (read_npz_meta(naive_path) or {}).get("paired_ladder")
+    advice = (f"the two files must come from one `revdistill fit`; refit, or move {naive_path.name} away to use "
+              f"the ladder without a baseline")
+    if recorded is not None:
+        if recorded != ladder_digest(ladder):
+            raise ValueError(f"naive baseline {naive_path} was written with another ladder than {path} (its "
+                             f"recorded ladder digest {str(recorded)[:12]} is not this ladder's "
+                             f"{ladder_digest(ladder)[:12]}); {advice}")
+        return
+    mine, theirs = ladder.provenance_ or {}, naive.provenance_ or {}
+    for key in ("corpus", "models", "fit_on", "embedding"):
+        if key in mine and key in theirs and mine[key] != theirs[key]:
+            raise ValueError(f"naive baseline {naive_path} was fitted with another {key} than {path} "
+                             f"({json.dumps(theirs[key], sort_keys=True)[:80]} vs "
+                             f"{json.dumps(mine[key], sort_keys=True)[:80]}); {advice}")
+    if list(naive.level_names_) != list(ladder.level_names_):
+        raise ValueError(f"naive baseline {naive_path} has levels {list(naive.level_names_)}, the ladder {path} "
+                         f"{list(ladder.level_names_)}; {advice}")
+
+
 def ladder_from_file(path: str | Path) -> ReferenceLadder:
-    """A ladder written by ``revdistill fit`` (and its naive baseline ``<stem>.naive.npz`` when present)."""
+    """A ladder written by ``revdistill fit`` (and its naive baseline ``<stem>.naive.npz`` when present).
+
+    Raises
+    ------
+    ValueError
+        Either file is damaged, or the baseline does not come from the same fit as the ladder.
+    """
     from revdistill.io.files import sha256_of
 
     path = Path(path)
     ladder = DistillationLadder.load(path)
-    naive_path = path.with_name(path.stem + ".naive.npz")
+    naive_path = naive_path_of(path)
     naive = NaiveConcatPCA.load(naive_path) if naive_path.is_file() else None
+    if naive is not None:
+        _check_pair(path, ladder, naive_path, naive)
     provenance = ladder.provenance_
     ladder_id = _digest_id("rdl", provenance) if provenance else f"file-{sha256_of(path)[:12]}"
     naive_id = ""

@@ -72,9 +72,10 @@ class RidgeProbe:
         if self.inner_folds < 2 or self.inner_folds > len(y):
             raise ValueError(f"inner_folds={self.inner_folds} must be between 2 and n_variants={len(y)}")
         self.y_mean_ = float(y.mean())
-        self.y_scale_ = float(y.std())
+        self.y_scale_ = _spread(y)
         if not self.y_scale_ > 0:
-            raise ValueError("scores are constant on the training folds; a probe cannot be fitted")
+            raise ValueError(f"scores are constant on the training folds (all {float(y[0])!r}); a probe cannot be "
+                             f"fitted")
         target = (y - self.y_mean_) / self.y_scale_
         self.x_mean_ = x.mean(axis=0)
         spectrum = _Spectrum(x - self.x_mean_, target)
@@ -148,6 +149,15 @@ def _check_xy(features, scores) -> tuple[np.ndarray, np.ndarray]:
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise ValueError("features and scores must be finite (found NaN or inf)")
     return x, y
+
+
+def _spread(values: np.ndarray) -> float:
+    """Standard deviation, computed relative to the values' magnitude so that tiny scores (1e-300, whose squares
+    underflow to 0) keep their spread; 0 only when every value is exactly the same."""
+    if np.ptp(values) == 0:
+        return 0.0
+    magnitude = float(np.max(np.abs(values)))
+    return magnitude * float(np.std(values / magnitude))
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

@@ -300,6 +300,7 @@ def download_file(
     timeout: float = 60.0,
     chunk_size: int = 1 << 20,
     retry_wait: float = 2.0,
+    check: Callable[[Path], None] | None = None,
 ) -> str:
     """Download ``url`` to ``dest``, resuming a partial download, and return the file's SHA-256.
 
@@ -327,6 +328,10 @@ def download_file(
         Attempts before giving up; each attempt resumes where the last one stopped.
     timeout : float
         Socket timeout in seconds.
+    check : callable, optional
+        ``check(partial_path)`` once the bytes are complete and their digest checked, before the rename:
+        raises ``ValueError`` when the content is not what was asked for (e.g. an HTML page served with
+        status 200); the partial file is then removed and :class:`ChecksumError` says why.
 
     Returns
     -------
@@ -378,6 +383,13 @@ def download_file(
     except ChecksumError:
         part.unlink()
         raise
+    if check is not None:
+        try:
+            check(part)
+        except ValueError as error:
+            part.unlink(missing_ok=True)
+            raise ChecksumError(f"{dest.name} from {url} is not what was asked for: {error}. Nothing was saved "
+                                f"under {dest}; check the server (or its mirror) and download again") from error
     os.replace(part, dest)
     if record:
         record_checksum(dest.parent, dest.name, digest)

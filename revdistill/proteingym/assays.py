@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from revdistill.esm.sequences import AMINO_ACIDS, EXTRA_LETTERS
 from revdistill.proteingym.data import load_reference, find_assay_csv, read_csv_checked, _unknown_assay
 from revdistill.proteingym.folds import N_FOLDS, SCHEMES, generate_folds
 from revdistill.proteingym.mutants import MUTANT_SYNTAX, apply_mutant, check_mutants, mutant_positions, parse_mutant
@@ -141,6 +142,28 @@ def _check_mutant_column(variants: pd.DataFrame, lines: np.ndarray, where: str) 
     return parsed
 
 
+def _check_sequence_column(variants: pd.DataFrame, lines: np.ndarray, where: str) -> None:
+    """Every ``mutated_sequence`` is upper-case residue letters; else name the CSV lines and character columns."""
+    if "mutated_sequence" not in variants.columns:
+        return
+    raw = variants["mutated_sequence"]
+    allowed = AMINO_ACIDS + EXTRA_LETTERS
+    good = raw.astype(str).str.fullmatch(f"[{allowed}]+").to_numpy() & raw.notna().to_numpy()
+    if good.all():
+        return
+    examples = []
+    for line, value in zip(lines[~good][:10], raw[~good].tolist()[:10]):
+        if not isinstance(value, str) or not value:
+            examples.append(f"line {line}: empty")
+            continue
+        column = next(i for i, letter in enumerate(value) if letter not in allowed)
+        examples.append(f"line {line}, character {column + 1}: {value[column]!r}")
+    more = f", ... ({int((~good).sum())} rows in all)" if (~good).sum() > 10 else ""
+    raise ValueError(f"{where}: column 'mutated_sequence' holds letters that are not residues at "
+                     f"{'; '.join(examples)}{more}; allowed: upper-case one-letter codes {allowed} (no lower case, "
+                     f"no '*' stop, no gaps)")
+
+
 def _check_scores(variants: pd.DataFrame, lines: np.ndarray, where: str) -> np.ndarray:
     raw = variants["DMS_score"]
     scores = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
@@ -225,6 +248,7 @@ def read_assay(
     variants = variants.reset_index(drop=True)
     lines = np.arange(len(variants)) + 2  # 1-based CSV lines; line 1 is the header
     parsed = _check_mutant_column(variants, lines, where)
+    _check_sequence_column(variants, lines, where)
     variants["mutant"] = variants["mutant"].astype(str)
     variants["DMS_score"] = _check_scores(variants, lines, where)
     duplicated = variants["mutant"].duplicated(keep=False).to_numpy()

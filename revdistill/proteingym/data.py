@@ -20,8 +20,8 @@ import difflib
 import io
 import logging
 import os
+import re
 import tempfile
-import zipfile
 from importlib import resources
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -29,6 +29,7 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from revdistill.io.download import download_file, read_checksums
+from revdistill.io.files import open_zip, read_zip_member
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ __all__ = [
     "default_cache_dir", "resolve_data_dir", "download_proteingym", "load_reference", "find_assay_csv",
     "list_assays", "suggest_assays", "read_csv_checked", "local_assay_ids", "packaged_reference_path",
     "PACKAGED_ASSAYS", "packaged_assay_path", "assay_source",
+    "PROTEINGYM_URL_ENV", "proteingym_base_url",
 ]
 
 ENV_VAR = "REVDISTILL_PROTEINGYM_DIR"
@@ -50,7 +52,10 @@ PROTEINGYM_FILES: dict[str, str] = {
         "/reference_files/DMS_substitutions.csv"
     ),
 }
+#: Environment variable naming a mirror of :data:`BASE_URL` (the two zips), read by :func:`proteingym_base_url`.
+PROTEINGYM_URL_ENV = "REVDISTILL_PROTEINGYM_URL"
 REFERENCE_COLUMNS = ("DMS_id", "target_seq", "UniProt_ID", "coarse_selection_type")
+_COUNT_COLUMNS = ("DMS_number_single_mutants", "DMS_total_number_mutants")
 _ASSAY_FOLDERS = ("cv_folds_singles_substitutions", "DMS_ProteinGym_substitutions", "assays", ".")
 
 
@@ -138,7 +143,8 @@ def download_proteingym(
     expected_sha256 : mapping, optional
         ``{name: hex digest}`` to check; digests already recorded in ``SHA256SUMS`` are checked too.
     urls : mapping, optional
-        Override the source URL per name (mirrors).
+        Override the source URL per name. By default the zips come from :func:`proteingym_base_url`
+        (``$REVDISTILL_PROTEINGYM_URL`` when set), the reference file from ProteinGym's GitHub.
     """
     folder = Path(cache_dir) if cache_dir is not None else resolve_data_dir()
     folder.mkdir(parents=True, exist_ok=True)
@@ -146,11 +152,22 @@ def download_proteingym(
     for name in names if names is not None else tuple(PROTEINGYM_FILES):
         if name not in PROTEINGYM_FILES:
             raise ValueError(f"name={name!r} is not a ProteinGym file; choose from {sorted(PROTEINGYM_FILES)}")
-        url = (urls or {}).get(name, PROTEINGYM_FILES[name])
+        default = f"{proteingym_base_url()}/{name}" if name.endswith(".zip") else PROTEINGYM_FILES[name]
+        url = (urls or {}).get(name, default)
         expected = (expected_sha256 or {}).get(name) or recorded.get(name)
         digest = download_file(url, folder / name, expected_sha256=expected)
         logger.info("%s sha256 %s", name, digest)
     return folder
+
+
+def proteingym_base_url(base_url: str | None = None) -> str:
+    """The zips' base: ``base_url``, else ``$REVDISTILL_PROTEINGYM_URL``, else ProteinGym's v1.3 URL (the one place
+    the variable is read: whole downloads and single-assay fetches alike)."""
+    base = base_url or os.environ.get(PROTEINGYM_URL_ENV) or BASE_URL
+    if not base.startswith(("http://", "https://")):
+        source = "base_url" if base_url else PROTEINGYM_URL_ENV
+        raise ValueError(f"{source}={base!r} must be an http:// or https:// URL")
+    return base.rstrip("/")
 
 
 def packaged_reference_path() -> Path:
@@ -214,15 +231,27 @@ def load_reference(data_dir: str | Path | None = None, path: str | Path | None =
     if reference["DMS_id"].duplicated().any():
         repeated = reference["DMS_id"][reference["DMS_id"].duplicated()].tolist()
         raise ValueError(f"reference file {path}: DMS_id repeats: {repeated[:5]}")
-    return reference.set_index("DMS_id", drop=False)
+    reference = reference.set_index("DMS_id", drop=False)
+    reference.attrs["path"] = str(path)  # for messages about its columns
+    return reference
 
 
 def list_assays(reference: pd.DataFrame, max_variants: int | None = None) -> list[str]:
     """Assay ids in the reference, optionally only those with at most ``max_variants`` single mutants."""
     ids = reference["DMS_id"]
     if max_variants is not None:
-        counts = reference.get("DMS_number_single_mutants", reference.get("DMS_total_number_mutants"))
-        ids = ids[counts.astype(float) <= max_variants]
+        source = reference.attrs.get("path", "the reference file")
+        column = next((c for c in _COUNT_COLUMNS if c in reference.columns), None)
+        if column is None:
+            raise ValueError(f"--max-variants needs the number of variants of each assay, but reference file "
+                             f"{source} has none of the columns {list(_COUNT_COLUMNS)}; use ProteinGym's "
+                             f"DMS_substitutions.csv (or add one of them), or drop --max-variants")
+        counts = pd.to_numeric(reference[column], errors="coerce")
+        bad = counts.isna().to_numpy()
+        if bad.any():
+            raise ValueError(f"reference file {source}: column {column!r} is empty or not a number for "
+                             f"{list(ids[bad])[:5]}; allowed: whole numbers (needed by --max-variants)")
+        ids = ids[(counts <= max_variants).to_numpy()]
     return [str(x) for x in ids]
 
 
@@ -252,7 +281,7 @@ def find_assay_csv(dms_id: str, data_dir: str | Path | None = None) -> tuple[str
                 return sub, csv, None
             archive = folder / f"{sub}.zip"
             if sub != "." and archive.exists():
-                with zipfile.ZipFile(archive) as zf:
+                with open_zip(archive, "ProteinGym archive") as zf:
                     member = next((m for m in zf.namelist() if Path(m).name == f"{dms_id}.csv"), None)
                 if member is not None:
                     return sub, archive, member
@@ -279,7 +308,7 @@ def local_assay_ids(data_dir: str | Path | None = None) -> dict[str, str]:
                 names += [p.name for p in (folder / sub).glob("*.csv")]
             archive = folder / f"{sub}.zip"
             if sub != "." and archive.is_file():
-                with zipfile.ZipFile(archive) as zf:
+                with open_zip(archive, "ProteinGym archive") as zf:
                     names += [Path(m).name for m in zf.namelist() if m.endswith(".csv")]
             for name in names:
                 found[name[: -len(".csv")]] = sub
@@ -287,12 +316,56 @@ def local_assay_ids(data_dir: str | Path | None = None) -> dict[str, str]:
 
 
 def read_csv_checked(path: Path, what: str, member: str | None = None) -> pd.DataFrame:
+    """A CSV (or a CSV member of a zip) as a DataFrame, with every row checked to have the header's fields.
+
+    Raises
+    ------
+    ValueError
+        Naming the file (and member) and line: not CSV text, a row with more (or fewer) fields than the
+        header (an unquoted comma in a value?), a header without rows, a damaged zip member.
+    """
+    import warnings  # noqa: PLC0415
+
+    where = f"{path}!{member}" if member else str(path)
     try:
         if member is not None:
-            with zipfile.ZipFile(path) as zf:
-                return pd.read_csv(io.BytesIO(zf.read(member)), low_memory=False)
-        return pd.read_csv(path, low_memory=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        where = f"{path}!{member}" if member else str(path)
+            with open_zip(path, "ProteinGym archive") as zf:
+                data: bytes | None = read_zip_member(zf, member, "ProteinGym archive")
+            source = io.BytesIO(data)
+        elif not Path(path).is_file():  # a FIFO or process substitution: readable once, so read it whole
+            data = Path(path).read_bytes()
+            source = io.BytesIO(data)
+        else:
+            data, source = None, path
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(source, low_memory=False, index_col=False)
+    except pd.errors.ParserWarning:  # more fields than the header in some row, every row even
+        raise ValueError(_extra_fields_message(path if data is None else data, what, where)) from None
+    except pd.errors.ParserError as error:
+        found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(error))
+        if found:
+            expected, line, saw = found.groups()
+            raise ValueError(f"malformed {what} {where}: line {line} has {saw} fields but the header has {expected} "
+                             f"(an unquoted comma in a value? quote values that contain commas)") from None
         raise ValueError(f"malformed {what} {where}: {error}") from error
+    except (pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise ValueError(f"malformed {what} {where}: {error}") from error
+    if frame.empty:
+        raise ValueError(f"{what} {where} has a header ({', '.join(map(str, frame.columns[:8]))}) but no rows")
+    return frame
 
+
+def _extra_fields_message(source: Path | bytes, what: str, where: str) -> str:
+    """Which line has more fields than the header (found on the error path only)."""
+    import csv  # noqa: PLC0415
+
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    text = data.decode("utf-8", "replace")
+    rows = csv.reader(io.StringIO(text))
+    header = next(rows, [])
+    for number, row in enumerate(rows, start=2):
+        if len(row) > len(header):
+            return (f"malformed {what} {where}: line {number} has {len(row)} fields but the header has {len(header)} "
+                    f"({', '.join(header[:8])}); an unquoted comma in a value? Quote values that contain commas")
+    return f"malformed {what} {where}: some row has more fields than the header"

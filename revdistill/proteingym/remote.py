@@ -32,15 +32,16 @@ from revdistill.io.download import (
     ChecksumError, ProgressCallback, RangeNotSupportedError, check_online as _check_online, download_file,
     fetch_range, record_checksum,
 )
-from revdistill.io.files import file_lock, sha256_of
-from revdistill.proteingym.data import BASE_URL, _unknown_assay, data_folders, load_reference, writable_data_folder
+from revdistill.io.files import file_lock, open_zip, sha256_of
+from revdistill.proteingym.data import (
+    PROTEINGYM_URL_ENV, _unknown_assay, data_folders, load_reference, proteingym_base_url, writable_data_folder,
+)
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["PROTEINGYM_URL_ENV", "SINGLES", "ALL_VARIANTS", "ZipMember", "proteingym_base_url", "zip_url",
            "read_zip_directory", "fetch_assay", "check_online"]
 
-PROTEINGYM_URL_ENV = "REVDISTILL_PROTEINGYM_URL"
 SINGLES = "cv_folds_singles_substitutions"      # singles with the official folds (preferred)
 ALL_VARIANTS = "DMS_ProteinGym_substitutions"   # every variant, multiples included, no folds
 _STAGING = ".partial"
@@ -65,15 +66,6 @@ class ZipMember:
     compressed_size: int
     file_size: int
     header_offset: int
-
-
-def proteingym_base_url(base_url: str | None = None) -> str:
-    """The zips' base: ``base_url``, else ``$REVDISTILL_PROTEINGYM_URL``, else ProteinGym's v1.3 URL."""
-    base = base_url or os.environ.get(PROTEINGYM_URL_ENV) or BASE_URL
-    if not base.startswith(("http://", "https://")):
-        source = "base_url" if base_url else PROTEINGYM_URL_ENV
-        raise ValueError(f"{source}={base!r} must be an http:// or https:// URL")
-    return base.rstrip("/")
 
 
 def zip_url(source: str, base_url: str | None = None) -> str:
@@ -239,7 +231,7 @@ def _local_copy(folder: Path, source: str, dms_id: str) -> Path | None:
         return csv
     archive = folder / f"{source}.zip"
     if archive.is_file():
-        with zipfile.ZipFile(archive) as zf:
+        with open_zip(archive, "ProteinGym archive") as zf:
             if any(Path(name).name == f"{dms_id}.csv" for name in zf.namelist()):
                 return archive
     return None

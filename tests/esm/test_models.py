@@ -59,7 +59,7 @@ def test_tiny_ladder_widens_and_loads_by_alias():
 
 
 def test_checkpoint_round_trip_in_fair_esm_format(tmp_path):
-    model, alphabet = tiny_esm2(2, 32, 4, seed=1)
+    model, alphabet = tiny_esm2(6, 320, 20, seed=1)  # 8M's architecture: a checkpoint is checked against it
     model_path, regression_path = save_esm2_checkpoint(model, tmp_path / "esm2_t6_8M_UR50D.pt")
     assert regression_path.name == "esm2_t6_8M_UR50D-contact-regression.pt"
     # The file needs argparse.Namespace allow-listed, exactly like the published checkpoints.
@@ -85,10 +85,10 @@ def test_checkpoint_round_trip_in_fair_esm_format(tmp_path):
 
 def test_hub_cache_is_the_default_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    model, _ = tiny_esm2(2, 32, 4, seed=2)
-    save_esm2_checkpoint(model, tmp_path / "checkpoints" / "esm2_t12_35M_UR50D.pt")
-    assert checkpoint_paths("35M")[0] == tmp_path / "checkpoints" / "esm2_t12_35M_UR50D.pt"
-    loaded, _ = load_esm2("35M")
+    model, _ = tiny_esm2(6, 320, 20, seed=2)
+    save_esm2_checkpoint(model, tmp_path / "checkpoints" / "esm2_t6_8M_UR50D.pt")
+    assert checkpoint_paths("8M")[0] == tmp_path / "checkpoints" / "esm2_t6_8M_UR50D.pt"
+    loaded, _ = load_esm2("8M")
     assert torch.equal(loaded.layers[0].self_attn.q_proj.weight, model.layers[0].self_attn.q_proj.weight)
 
 

@@ -96,15 +96,21 @@ def load_esm2(
             logger.info("downloading %s into %s", spec.name, model_path.parent)
             download_weights([spec.alias], weights_dir)
 
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        if regression_path.is_file():
-            model, alphabet = esm.pretrained.load_model_and_alphabet_local(str(model_path))
-        else:
-            # Embeddings do not need the contact head; load without it, quietly.
-            model_data = torch.load(str(model_path), map_location="cpu", weights_only=True)
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Regression weights not found")
-                model, alphabet = esm.pretrained.load_model_and_alphabet_core(model_path.stem, model_data, None)
+    from revdistill.esm.checkpoint import check_esm2_checkpoint, read_checkpoint
+
+    model_data = read_checkpoint(model_path)
+    check_esm2_checkpoint(model_data, model_path, None if candidate.suffix == ".pt" else spec)
+    # Embeddings do not need the contact head: without one, load quietly.
+    regression_data = read_checkpoint(regression_path, "contact-regression") if regression_path.is_file() else None
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Regression weights not found")
+            model, alphabet = esm.pretrained.load_model_and_alphabet_core(model_path.stem, model_data,
+                                                                          regression_data)
+    except (RuntimeError, KeyError, AttributeError, TypeError, ValueError) as error:
+        head = regression_path.name if regression_data is not None else "no contact head"
+        raise ValueError(f"checkpoint {model_path} (with {head}) cannot be read by fair-esm as an ESM-2 model: "
+                         f"{' '.join(str(error).split())[:300]}") from None
     return model.eval(), alphabet
 
 

@@ -30,9 +30,11 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
+from revdistill.esm.checkpoint import check_checkpoint_file
 from revdistill.esm.models.registry import ESM2_MODELS, ModelSpec, get_spec, parse_models
 from revdistill.io.download import ProgressCallback, check_online as _check_online, download_file, read_checksums
 
@@ -307,7 +309,9 @@ def download_weights(
             paths.append(model_path)
             continue
         options = {"retries": retries, "timeout": timeout, "retry_wait": retry_wait}
-        download_file(regression_url, regression_path, expected_sha256=recorded.get(regression_path.name),
+        expected_regression = recorded.get(regression_path.name)
+        download_file(regression_url, regression_path, expected_sha256=expected_regression,
+                      check=None if expected_regression else partial(check_checkpoint_file, regression=True),
                       **options)
         head = _size(regression_path)
 
@@ -316,8 +320,10 @@ def download_weights(
                 progress(head + done, None if total is None else head + total, alias)
 
         expected = entry.sha256 or recorded.get(model_path.name)
+        # without a known digest, at least the file must be a checkpoint of this model's architecture
+        check = None if expected else partial(check_checkpoint_file, spec=get_spec(alias))
         digest = download_file(model_url, model_path, expected_sha256=expected, progress=report, label=alias,
-                               **options)
+                               check=check, **options)
         logger.info("%s: %s sha256 %s", alias, model_path, digest)
         paths.append(model_path)
     return paths
