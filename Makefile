@@ -2,6 +2,7 @@
 #   make test       create/refresh .venv and run the whole test suite
 #   make dashboard  create/refresh .venv, start the compute service and serve the Voila dashboard on
 #                   http://127.0.0.1:8866 (every visitor's kernel sends its work to the one service)
+#   make lint       create/refresh .venv and run the linter (pyproject.toml's [tool.ruff])
 #   make soak       the load test: twelve browser visitors over a minute (not part of make test)
 
 PYTHON ?= python3
@@ -16,7 +17,7 @@ VOILA_TEMPLATES := $(CURDIR)/revdistill/dashboard/jupyter
 # torch 2.13.0 is the CPU wheel on machines without CUDA; keeps pip from pulling a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: test soak dashboard venv bench clean
+.PHONY: test lint soak dashboard venv bench clean
 
 venv: $(STAMP)
 
@@ -29,6 +30,10 @@ $(STAMP): pyproject.toml Makefile
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The linter (rules and per-file exceptions in pyproject.toml).
+lint: $(STAMP)
+	$(PY) -m ruff check .
 
 # Twelve browser visitors over a minute against the served dashboard (~4-5 min; tests/test_soak.py).
 soak: $(STAMP)

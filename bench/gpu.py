@@ -208,7 +208,7 @@ def bench_size(alias, records, args, device, report, deadline) -> None:
         bench_embed.sync(device)
         return time.perf_counter() - start
 
-    def run_ours(reference) -> None:
+    def run_ours(model, reference) -> None:  # the model as it is now (fp32, or rounded to bf16 below)
         engine = ours_engine({alias: model}, device, args, args.dtype, budget)
         seconds = time_ours(engine)
         kernel = packed_attention_kernel(device, engine.dtype, spec.dim // spec.heads) \
@@ -236,7 +236,7 @@ def bench_size(alias, records, args, device, report, deadline) -> None:
         found["ours_fp32_packed"] = agreement(ours_per_residue(
             ours_engine({alias: model}, device, args, "fp32", budget), check), reference)
         if args.dtype == "fp32":  # before the weights are rounded to bf16 below
-            run_ours(reference)
+            run_ours(model, reference)
         model = model.to(torch.bfloat16)  # in place, rotary tables included: fair-esm's bf16 way
         bench_embed.reset_rotary(model)
         if "bf16" in args.stock_methods:
@@ -251,7 +251,7 @@ def bench_size(alias, records, args, device, report, deadline) -> None:
                                           device, keep=keep)[1]
         del upcast
     if "ours" not in found:
-        run_ours(reference)
+        run_ours(model, reference)
     ours = found["ours"]
     ours["speedup_vs"] = {row["method"]: ours["residues_per_s"] / row["residues_per_s"] for row in rows
                           if row["residues_per_s"]}

@@ -110,7 +110,8 @@ def main() -> None:
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     total = {"ours (s)": table["ours_s"].sum()}
     if not args.skip_baseline:
-        total.update({"baseline (s)": table["baseline_s"].sum(), "speedup": table["baseline_s"].sum() / table["ours_s"].sum(),
+        total.update({"baseline (s)": table["baseline_s"].sum(),
+                      "speedup": table["baseline_s"].sum() / table["ours_s"].sum(),
                       "max |Δ spearman|": (table["ours_spearman"] - table["baseline_spearman"]).abs().max()})
     print("\n" + "  ".join(f"{k}: {v:.3f}" for k, v in total.items()))
 

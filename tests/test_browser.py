@@ -142,7 +142,8 @@ JS_FIGURE = """([panel, trace, plot]) => {
   const gd = document.querySelectorAll('.rd-panel')[panel].querySelectorAll('.js-plotly-plot')[plot];
   if (!gd || !gd.data || !gd.data[trace]) return null;
   const x = gd.data[trace].x || [];
-  return {n: x.length, head: Array.from(x).slice(0, 3).map(Number), sum: Array.from(x).reduce((a, b) => a + Number(b), 0)};
+  return {n: x.length, head: Array.from(x).slice(0, 3).map(Number),
+          sum: Array.from(x).reduce((a, b) => a + Number(b), 0)};
 }"""
 
 JS_HEATMAP_CELLS = """([panel, trace]) => {

@@ -91,9 +91,11 @@ JS_FIGURES = """(targets) => targets.map(([panel, plot, trace]) => {
 })"""
 #: What a panel shows, for the failure message of a figure that ignored Compute.
 JS_PANEL = """(panel) => { const p = document.querySelectorAll('.rd-panel')[panel];
-  return p ? {plots: p.querySelectorAll('.js-plotly-plot').length, text: p.innerText.slice(-300), now: performance.now(),
+  return p ? {plots: p.querySelectorAll('.js-plotly-plot').length, text: p.innerText.slice(-300),
+              now: performance.now(),
               each: Array.from(p.querySelectorAll('.js-plotly-plot')).map(gd => ({seen: gd.__rdSeen,
-                  data: gd.data === undefined ? 'undefined' : gd.data.length, full: gd._fullData ? gd._fullData.length : null,
+                  data: gd.data === undefined ? 'undefined' : gd.data.length,
+                  full: gd._fullData ? gd._fullData.length : null,
                   connected: gd.isConnected, size: [gd.clientWidth, gd.clientHeight]})),
               errors: Array.from(p.querySelectorAll('.jupyter-widgets-error-widget, .widget-error'))
                            .map(e => e.innerText.slice(0, 300))} : null; }"""

@@ -72,7 +72,8 @@ def _fit_corpus(args: argparse.Namespace):
     corpus = corpus_of(args.corpus)
     fitted = reference_ladder(models, corpus, fit_on=args.fit_on, regressor=args.regressor, alpha=args.alpha,
                               embedder=LocalEmbedder(embed_options(args)),
-                              progress=(lambda f, m: print(f"{f:4.0%} {m}", file=sys.stderr)) if args.progress else None)
+                              progress=(lambda f, m: print(f"{f:4.0%} {m}", file=sys.stderr))
+                              if args.progress else None)
     return fitted.ladder, fitted.naive, fitted.label
 
 

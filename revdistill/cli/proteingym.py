@@ -120,8 +120,8 @@ def _plan(args: argparse.Namespace, assays: list[str]) -> int:
     from revdistill.esm.models.registry import parse_models
     from revdistill.experiment.plan import format_plan, plan_job
 
-    plan = plan_job(assays, parse_models(args.models, "--models"), device=args.device, singles_only=not args.all_variants,
-                    long_sequences=args.long_sequences, data_dir=args.data_dir)
+    plan = plan_job(assays, parse_models(args.models, "--models"), device=args.device,
+                    singles_only=not args.all_variants, long_sequences=args.long_sequences, data_dir=args.data_dir)
     print(format_plan(plan))
     return 0
 

@@ -238,7 +238,7 @@ class Moments:
         Sums ``count``, ``count * mean`` and the uncentred second moment about the rank-0 mean,
         which is exact in float64 up to rounding, then re-centres.
         """
-        import torch.distributed as dist
+        import torch.distributed as dist  # noqa: PLC0415
 
         if not (dist.is_available() and dist.is_initialized()):
             raise RuntimeError("all_reduce() needs an initialised torch.distributed process group")
@@ -295,7 +295,7 @@ class Moments:
             Wrong format or version, missing arrays, wrong shapes or dtypes, a negative or fractional
             count, non-finite statistics or negative variances; the message names the array.
         """
-        from revdistill.io.files import read_meta
+        from revdistill.io.files import read_meta  # noqa: PLC0415
 
         meta = read_meta(state, FORMAT_NAME, FORMAT_VERSION)
         missing = [key for key in ("count", "mean", "scatter") if key not in state]
@@ -330,14 +330,14 @@ class Moments:
 
     def save(self, path: str | Path) -> Path:
         """Write to ``path`` as an uncompressed ``.npz`` of plain arrays."""
-        from revdistill.io.files import save_npz
+        from revdistill.io.files import save_npz  # noqa: PLC0415
 
         return save_npz(path, self.to_state())
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Moments":
         """Read a file written by :meth:`save`; pickled payloads are refused."""
-        from revdistill.io.files import load_npz
+        from revdistill.io.files import load_npz  # noqa: PLC0415
 
         try:
             return cls.from_state(load_npz(path), device=device)

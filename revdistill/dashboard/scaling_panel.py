@@ -44,7 +44,8 @@ class ScalingPanel:
         self.analysis: Any = None
         self.loaded: Any = None
         self._links = ""
-        self.size_figure = as_figure_widget(go.Figure(layout={"height": 460, "title": {"text": "Spearman vs model size"}}))
+        self.size_figure = as_figure_widget(go.Figure(layout={"height": 460,
+                                                              "title": {"text": "Spearman vs model size"}}))
         self.prefix_figure = as_figure_widget(go.Figure(layout={"height": 460,
                                                                 "title": {"text": "Spearman vs prefix dimension"}}))
         self.status = widgets.HTML("<span class='rd-hint'>Press Compute first.</span>")

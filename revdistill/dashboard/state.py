@@ -74,7 +74,8 @@ class DashboardOptions:
             max_bytes = int(float(limit) * 1e6) if limit else DEFAULT_MAX_UPLOAD_BYTES
         except ValueError:
             raise ValueError(f"REVDISTILL_MAX_UPLOAD_MB={limit!r} must be a number of megabytes") from None
-        return cls(cache_dir=path("REVDISTILL_CACHE"), proteingym_dir=path("REVDISTILL_PROTEINGYM_DIR"), max_upload_bytes=max_bytes)
+        return cls(cache_dir=path("REVDISTILL_CACHE"), proteingym_dir=path("REVDISTILL_PROTEINGYM_DIR"),
+                   max_upload_bytes=max_bytes)
 
 
 @dataclass

@@ -19,7 +19,7 @@ _COPY_BYTES = 64 << 20
 
 def read_moments(handle, what: str, device: str = "cpu"):
     """The :class:`~revdistill.Moments` stored in an open store or part, checked."""
-    from revdistill.core.moments import Moments
+    from revdistill.core.moments import Moments  # noqa: PLC0415
 
     state = {key: load(handle, f"moments/{key}", what=what) for key in ("meta", "count", "mean", "scatter")}
     try:

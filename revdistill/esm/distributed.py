@@ -23,8 +23,8 @@ def join_process_group(device: str) -> tuple[str, bool]:
     device : str
         ``"cpu"`` or ``"cuda"`` (a rank uses ``cuda:LOCAL_RANK``, whatever index was given).
     """
-    import torch
-    import torch.distributed as dist
+    import torch  # noqa: PLC0415
+    import torch.distributed as dist  # noqa: PLC0415
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1 or dist.is_initialized():
@@ -43,7 +43,7 @@ def join_process_group(device: str) -> tuple[str, bool]:
 def leave_process_group(initialised: bool) -> None:
     """Destroy the process group :func:`join_process_group` created (no-op when it created none)."""
     if initialised:
-        import torch.distributed as dist
+        import torch.distributed as dist  # noqa: PLC0415
 
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -51,7 +51,7 @@ def leave_process_group(initialised: bool) -> None:
 
 def rank_world() -> tuple[int, int]:
     """``(rank, world size)`` of the initialised process group, ``(0, 1)`` without one."""
-    import torch.distributed as dist
+    import torch.distributed as dist  # noqa: PLC0415
 
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -60,7 +60,7 @@ def rank_world() -> tuple[int, int]:
 
 def broadcast_from_first(value: Any) -> Any:
     """Rank 0's ``value`` on every rank (a JSON-like object; returned as is without a process group)."""
-    import torch.distributed as dist
+    import torch.distributed as dist  # noqa: PLC0415
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return value

@@ -308,7 +308,7 @@ class LadderEmbedder:
                 state.kept[name][record_id] = value.cpu().numpy()
 
     def _new_moments(self):
-        from revdistill.core.moments import Moments
+        from revdistill.core.moments import Moments  # noqa: PLC0415
 
         return Moments(tuple(self.models), tuple(self.dims.values()), device=self.device)
 
@@ -316,7 +316,7 @@ class LadderEmbedder:
         """A tqdm bar counting residues (its rate reads residues/s); a no-op bar when progress is off."""
         if not self.progress:
             return _NoBar()
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # noqa: PLC0415
 
         return tqdm(total=total, unit="res", unit_scale=True, desc="embedding", leave=leave)
 

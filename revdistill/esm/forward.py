@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: N812 - torch's own convention
 
 logger = logging.getLogger(__name__)
 
@@ -202,13 +202,13 @@ class PackedTokens:
 # ---------------------------------------------------------------------------------------------- kernels
 @functools.lru_cache(maxsize=1)
 def _varlen_parameters() -> frozenset[str]:
-    from torch.nn.attention.varlen import varlen_attn
+    from torch.nn.attention.varlen import varlen_attn  # noqa: PLC0415
 
     return frozenset(inspect.signature(varlen_attn).parameters)
 
 
 def _attend_varlen(q, k, v, scale, packed: PackedTokens):
-    from torch.nn.attention.varlen import varlen_attn
+    from torch.nn.attention.varlen import varlen_attn  # noqa: PLC0415
 
     parameters = _varlen_parameters()
     extra = {"num_splits": 1} if "num_splits" in parameters else {}  # batch-invariant reductions

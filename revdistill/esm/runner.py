@@ -91,7 +91,7 @@ class EmbedOptions:
             raise ValueError(f"flush_every={self.flush_every!r} must be a positive integer")
         if self.token_budget is not None and (isinstance(self.token_budget, bool) or int(self.token_budget) < 3):
             raise ValueError(f"token_budget={self.token_budget!r} must be an integer of at least 3 tokens")
-        if not isinstance(self.device, str) or not self.device.split(":")[0] in ("cpu", "cuda", "mps"):
+        if not isinstance(self.device, str) or self.device.split(":")[0] not in ("cpu", "cuda", "mps"):
             raise ValueError(f"device={self.device!r} must be 'cpu', 'cuda', 'cuda:<n>' or 'mps'")
 
     def numerics(self) -> dict[str, Any]:
@@ -119,7 +119,7 @@ class LocalEmbedder:
 
     def models(self, aliases: Sequence[str]) -> dict[str, Any]:
         """The loaded modules of ``aliases`` (loading the ones not loaded yet), in the given order."""
-        from revdistill.esm.models.loading import load_esm2
+        from revdistill.esm.models.loading import load_esm2  # noqa: PLC0415
 
         for alias in aliases:
             if alias not in self._models:
@@ -156,8 +156,8 @@ class LocalEmbedder:
         int
             Records added (by all ranks together).
         """
-        from revdistill.esm.embed import keep_ids
-        from revdistill.esm.sequences import validate_records
+        from revdistill.esm.embed import keep_ids  # noqa: PLC0415
+        from revdistill.esm.sequences import validate_records  # noqa: PLC0415
 
         aliases = parse_models(models)
         records = validate_records(records)
@@ -172,7 +172,7 @@ class LocalEmbedder:
             return self._embed(store, records, aliases, keep, on_progress, rank, world_size)
 
     def _embed(self, store, records, aliases, keep, on_progress, rank, world_size) -> int:
-        from revdistill.esm.embed import LadderEmbedder
+        from revdistill.esm.embed import LadderEmbedder  # noqa: PLC0415
 
         options = self.options
         dims = [get_spec(alias).dim for alias in aliases]
@@ -213,7 +213,7 @@ class LocalEmbedder:
 
 def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
     if rank is None or world_size is None:
-        from revdistill.esm.distributed import rank_world
+        from revdistill.esm.distributed import rank_world  # noqa: PLC0415
 
         return rank_world()
     if not 0 <= int(rank) < int(world_size):
@@ -223,7 +223,7 @@ def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
 
 def _barrier(world_size: int) -> None:
     if world_size > 1:
-        import torch.distributed as dist
+        import torch.distributed as dist  # noqa: PLC0415
 
         if dist.is_available() and dist.is_initialized():
             dist.barrier()
@@ -232,9 +232,9 @@ def _barrier(world_size: int) -> None:
 def _check_distributed(store, run_moments, aliases: Sequence[str], dims: Sequence[int], stored_before: int,
                        rank: int) -> None:
     """All-reduce the ranks' moments and check the merged store gained exactly those residues."""
-    import torch.distributed as dist
+    import torch.distributed as dist  # noqa: PLC0415
 
-    from revdistill.core.moments import Moments
+    from revdistill.core.moments import Moments  # noqa: PLC0415
 
     if not (dist.is_available() and dist.is_initialized()):
         return

@@ -209,7 +209,7 @@ class EmbeddingStore:
 
     @staticmethod
     def _alias(model: str) -> str:
-        from revdistill.esm.models.registry import get_spec
+        from revdistill.esm.models.registry import get_spec  # noqa: PLC0415
 
         return get_spec(model).alias
 

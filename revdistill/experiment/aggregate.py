@@ -50,7 +50,8 @@ def proteingym_average(values: pd.DataFrame, uniprot: pd.Series, function: pd.Se
     missing = values.index.difference(uniprot.index).union(values.index.difference(function.index))
     if len(missing):
         raise ValueError(f"no UniProt ID / selection type for assay(s) {missing.tolist()[:5]}")
-    frame = values.assign(_uniprot=uniprot.reindex(values.index).to_numpy(), _function=function.reindex(values.index).to_numpy())
+    frame = values.assign(_uniprot=uniprot.reindex(values.index).to_numpy(),
+                          _function=function.reindex(values.index).to_numpy())
     per_unit = frame.groupby(["_uniprot", "_function"]).mean()
     per_function = per_unit.groupby(level="_function").mean()
     table = per_function.T
@@ -86,7 +87,7 @@ def variant_resamples(scores: np.ndarray, n_bootstrap: int, seed: int) -> tuple[
     score_ranks : ndarray of shape (n_bootstrap, n_variants)
         Ranks of the scores on the whole assay, taken at ``resamples``.
     """
-    from scipy.stats import rankdata
+    from scipy.stats import rankdata  # noqa: PLC0415
 
     n = len(scores)
     resamples = np.random.default_rng(seed).integers(0, n, size=(n_bootstrap, n))
@@ -113,7 +114,7 @@ def variant_replicates(predictions: Sequence[np.ndarray], resamples: np.ndarray,
     ndarray of shape (n_bootstrap,)
         NaN where a resample leaves a prediction constant.
     """
-    from scipy.stats import rankdata
+    from scipy.stats import rankdata  # noqa: PLC0415
 
     replicates = np.zeros(len(resamples))
     for prediction in predictions:
@@ -194,7 +195,8 @@ def aggregate(
         units = pd.DataFrame({
             "value": group[metric].to_numpy(),
             "uniprot": group.get("uniprot_id", group["assay"]).fillna(group["assay"]).to_numpy(),
-            "function": group.get("selection_type", pd.Series("unknown", index=group.index)).fillna("unknown").to_numpy(),
+            "function": group.get("selection_type", pd.Series("unknown", index=group.index))
+                             .fillna("unknown").to_numpy(),
         })
         for name in how:
             if units.empty:
@@ -202,12 +204,14 @@ def aggregate(
             elif name == "mean":
                 value = float(units["value"].mean())
                 v = units["value"].to_numpy()
-                replicates = v[rng.integers(0, len(v), size=(n_bootstrap, len(v)))].mean(axis=1) if n_bootstrap else np.array([])
+                replicates = (v[rng.integers(0, len(v), size=(n_bootstrap, len(v)))].mean(axis=1) if n_bootstrap
+                              else np.array([]))
             else:
                 per_unit = units.groupby(["uniprot", "function"], as_index=False)["value"].mean()
                 value = float(per_unit.groupby("function")["value"].mean().mean())
                 replicates = _bootstrap_proteingym(per_unit, n_bootstrap, rng) if n_bootstrap else np.array([])
-            low, high = (np.quantile(replicates, [(1 - ci) / 2, (1 + ci) / 2]) if len(replicates) else (math.nan, math.nan))
+            low, high = (np.quantile(replicates, [(1 - ci) / 2, (1 + ci) / 2]) if len(replicates)
+                         else (math.nan, math.nan))
             row = dict(zip(keys + ["scheme"], values))
             row.update({
                 "dim": int(row["dim"]), "aggregation": name, "aggregation_label": AGGREGATIONS[name], "metric": metric,
@@ -248,7 +252,7 @@ def zero_shot_reference(data_dir: str | Path | None = None) -> pd.DataFrame:
     DataFrame
         Columns ``model`` (``8M`` ...), ``params``, ``spearman``, ``label``, ``source``.
     """
-    from revdistill.esm.models.registry import get_spec
+    from revdistill.esm.models.registry import get_spec  # noqa: PLC0415
 
     values, source = dict(ZERO_SHOT_FALLBACK), "built-in constants (ProteinGym v1.3 zero-shot leaderboard)"
     try:

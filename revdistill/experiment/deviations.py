@@ -46,8 +46,8 @@ def fold_source_counts(table: pd.DataFrame) -> pd.DataFrame:
 
 def ladder_provenance(ladder_id: str, cache: str | Path | None = None) -> dict[str, Any] | None:
     """The provenance saved with a cached reference ladder ``<cache>/ladders/<ladder_id>.npz`` (None if absent)."""
-    from revdistill.core.ladder import DistillationLadder
-    from revdistill.io.paths import cache_dir
+    from revdistill.core.ladder import DistillationLadder  # noqa: PLC0415
+    from revdistill.io.paths import cache_dir  # noqa: PLC0415
 
     path = cache_dir("ladders", cache) / f"{ladder_id}.npz"
     if not ladder_id or not path.is_file():
@@ -75,7 +75,7 @@ def method_notes(table: pd.DataFrame, provenances: Sequence[Mapping[str, Any] | 
     wild_types : mapping, optional
         Assay name → wild-type sequence (default: ProteinGym v1.3's, shipped with the package).
     """
-    from revdistill.experiment.ladders import DEFAULT_CORPUS
+    from revdistill.experiment.ladders import DEFAULT_CORPUS  # noqa: PLC0415
 
     wild_types = dict(_shipped_wild_types() if wild_types is None else wild_types)
     assays = list(dict.fromkeys(table["assay"]))

@@ -76,7 +76,7 @@ class Corpus:
     def from_records(cls, name: str, records: Sequence[tuple[str, str]], description: str = "") -> "Corpus":
         """Distinct sequences of ``records`` (ids are replaced by sequence digests: order and ids
         do not change the corpus)."""
-        from revdistill.esm.sequences import validate_records
+        from revdistill.esm.sequences import validate_records  # noqa: PLC0415
 
         # each record checked on its own: ids may repeat in a corpus (only the sequences count)
         clean = [validate_records([record])[0] for record in records]
@@ -89,7 +89,7 @@ class Corpus:
     @classmethod
     def from_fasta(cls, path: str | Path) -> "Corpus":
         """The distinct sequences of a FASTA file."""
-        from revdistill.esm.sequences import read_fasta
+        from revdistill.esm.sequences import read_fasta  # noqa: PLC0415
 
         path = Path(path)
         return cls.from_records(f"fasta:{path.name}", read_fasta(path), f"the sequences of {path.name}")
@@ -150,7 +150,7 @@ class LadderSpec:
     numerics: tuple[tuple[str, Any], ...] = (("dtype", "fp32"), ("long_sequences", "window"))
 
     def __post_init__(self) -> None:
-        from revdistill.esm.models.registry import get_spec
+        from revdistill.esm.models.registry import get_spec  # noqa: PLC0415
 
         check_fit_on(self.fit_on)
         if len(self.models) < 2:
@@ -159,7 +159,7 @@ class LadderSpec:
 
     def provenance(self, estimator: str) -> dict[str, Any]:
         """The JSON declaration behind :attr:`ladder_id` (``"ladder"``) or :attr:`naive_id` (``"naive"``)."""
-        from revdistill.esm.models.registry import get_spec
+        from revdistill.esm.models.registry import get_spec  # noqa: PLC0415
 
         models = [{"alias": alias, "name": get_spec(alias).name, "trained": get_spec(alias).trained}
                   for alias in self.models]
@@ -240,7 +240,7 @@ def reference_ladder(models: Sequence[str], corpus: Corpus | None = None, *, fit
     progress : callable, optional
         ``progress(fraction, message)`` while the corpus is embedded.
     """
-    from revdistill.esm.runner import LocalEmbedder
+    from revdistill.esm.runner import LocalEmbedder  # noqa: PLC0415
 
     embedder = embedder if embedder is not None else LocalEmbedder()
     corpus = corpus if corpus is not None else Corpus.proteingym_wildtypes()
@@ -267,8 +267,8 @@ def reference_ladder(models: Sequence[str], corpus: Corpus | None = None, *, fit
 def _fit(spec: LadderSpec, embedder: Embedder, cache: str | Path | None,
          progress: StageCallback | None) -> tuple[DistillationLadder, NaiveConcatPCA]:
     """Embed the corpus (once, resumably) and fit both estimators from its per-residue moments."""
-    from revdistill.esm.embed import MAX_RESIDUES
-    from revdistill.esm.store import EmbeddingStore
+    from revdistill.esm.embed import MAX_RESIDUES  # noqa: PLC0415
+    from revdistill.esm.store import EmbeddingStore  # noqa: PLC0415
 
     numerics = "-".join(str(value) for _, value in spec.numerics)
     folder = cache_dir("corpora", cache)
@@ -370,7 +370,7 @@ def ladder_from_file(path: str | Path) -> ReferenceLadder:
     ValueError
         Either file is damaged, or the baseline does not come from the same fit as the ladder.
     """
-    from revdistill.io.files import sha256_of
+    from revdistill.io.files import sha256_of  # noqa: PLC0415
 
     path = Path(path)
     ladder = DistillationLadder.load(path)
@@ -393,7 +393,7 @@ def authors_ladder(folder: str | Path, models: Sequence[str], *, pca: str | None
                    progress: StageCallback | None = None) -> ReferenceLadder:
     """The authors' published scaler files as a ladder; its naive baseline is fitted the released way
     (``fit_on="raw"``) on the default corpus, since the files hold none."""
-    from revdistill.core.reference import load_reference_ladder
+    from revdistill.core.reference import load_reference_ladder  # noqa: PLC0415
 
     ladder = load_reference_ladder(folder, sizes=tuple(models), regressor="pcr", pca=pca)
     baseline = reference_ladder(models, fit_on="raw", embedder=embedder, cache=cache, progress=progress)

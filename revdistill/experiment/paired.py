@@ -216,7 +216,7 @@ def write_summary(out_csv: str | Path, table: pd.DataFrame, variants: Variants |
     Path
         The summary file.
     """
-    from revdistill.io.files import write_atomically
+    from revdistill.io.files import write_atomically  # noqa: PLC0415
 
     summary = paired_summary(table, variants, n_bootstrap=n_bootstrap, ci=ci, seed=seed)
     path = summary_path(out_csv)

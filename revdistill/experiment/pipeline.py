@@ -117,7 +117,7 @@ class ExperimentResult:
     def paired(self) -> pd.DataFrame:
         """Paired differences RD − ESM-2, RD − naive, RD prefix − truncated, with paired intervals
         (:func:`~revdistill.experiment.paired.paired_summary`, the protocol's bootstrap settings)."""
-        from revdistill.experiment.paired import paired_summary
+        from revdistill.experiment.paired import paired_summary  # noqa: PLC0415
 
         protocol = self.protocol
         return paired_summary(self.table, self.variants, n_bootstrap=protocol.n_bootstrap, ci=protocol.ci,
@@ -134,7 +134,7 @@ class ExperimentResult:
     def notes(self) -> list:
         """Where this run departs from the released method and ProteinGym
         (:func:`~revdistill.experiment.deviations.method_notes`)."""
-        from revdistill.experiment.deviations import method_notes
+        from revdistill.experiment.deviations import method_notes  # noqa: PLC0415
 
         wild_types = {result.task.name: result.task.target_seq for result in self.tasks if result.task.target_seq}
         return method_notes(self.table, [getattr(ladder.ladder, "provenance_", None) for ladder in self.ladders],
@@ -214,7 +214,8 @@ def run_experiment(tasks: Sequence[Task], models: Sequence[str], ladders: Sequen
         seconds["embed"] += time.perf_counter() - start
         start = time.perf_counter()
         results.append(_probe_task(task, pooled, ladders, protocol,
-                                   lambda f, m, share=share: report(share[0] + (share[1] - share[0]) * (0.5 + 0.5 * f), m)))
+                                   lambda f, m, share=share:
+                                   report(share[0] + (share[1] - share[0]) * (0.5 + 0.5 * f), m)))
         seconds["probe"] += time.perf_counter() - start
     report(1.0, "done")
     return ExperimentResult(protocol=protocol, models=models, ladders=list(ladders), tasks=results, seconds=seconds)
@@ -248,7 +249,7 @@ def default_store_path(task: Task | None, models: Sequence[str], numerics: dict[
     again; other data (uploads, CSVs) get a store named by their content (:attr:`Task.key`), so two
     uploads that reuse record names never collide.
     """
-    from revdistill.io.paths import cache_dir
+    from revdistill.io.paths import cache_dir  # noqa: PLC0415
 
     key = "proteingym" if task is None or task.from_benchmark else task.key
     suffix = "-".join(str(value) for _, value in sorted(numerics.items()))

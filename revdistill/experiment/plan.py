@@ -138,10 +138,10 @@ def plan_job(assays: Sequence[str], models: Sequence[str], *, device: str = "cpu
     cache : path, optional
         Cache root holding the dashboard's calibration (``calibration/``).
     """
-    from revdistill.esm.batching import MAX_RESIDUES, WINDOW_OVERLAP
-    from revdistill.esm.batching import plan as window_plan
-    from revdistill.esm.models.registry import get_spec, parse_models
-    from revdistill.esm.runner import EmbedOptions
+    from revdistill.esm.batching import MAX_RESIDUES, WINDOW_OVERLAP  # noqa: PLC0415
+    from revdistill.esm.batching import plan as window_plan  # noqa: PLC0415
+    from revdistill.esm.models.registry import get_spec, parse_models  # noqa: PLC0415
+    from revdistill.esm.runner import EmbedOptions  # noqa: PLC0415
 
     models = parse_models(models, "--models")
     EmbedOptions(device=device, long_sequences=long_sequences, storage_dtype=storage_dtype)  # checks the values
@@ -176,7 +176,7 @@ def variant_counts(assays: Sequence[str], singles_only: bool = True, reference: 
 
     ``singles_only`` counts single mutants (the supervised protocol), else every variant.
     """
-    from revdistill.proteingym import load_reference, read_assay
+    from revdistill.proteingym import load_reference, read_assay  # noqa: PLC0415
 
     if not assays:
         raise ValueError("no assays to plan: give ProteinGym ids or CSV paths, or --all")
@@ -241,7 +241,7 @@ def _bench(kind: str, bench_dir: str | Path | None) -> tuple[str, dict[str, floa
 
 def _calibration(models: tuple[str, ...], kind: str, cache: str | Path | None) -> tuple[str, float] | None:
     """A calibration of exactly these models on this device type: ``(file name, residues/s)``, longest length."""
-    from revdistill.io.paths import cache_dir
+    from revdistill.io.paths import cache_dir  # noqa: PLC0415
 
     folder = cache_dir("calibration", cache)
     found = []

@@ -237,6 +237,6 @@ def blas_threads(threads: int | None):
     """
     if threads is None:
         return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits  # noqa: PLC0415
 
     return threadpool_limits(limits=threads, user_api="blas")

@@ -177,7 +177,7 @@ def sequence_task(name: str, records: Sequence[tuple[str, str]], target: str = "
     protocol = protocol or Protocol()
     if target not in SEQUENCE_TARGETS:
         raise ValueError(f"target={target!r} is not a sequence property; choose from {list(SEQUENCE_TARGETS)}")
-    from revdistill.esm.sequences import validate_records
+    from revdistill.esm.sequences import validate_records  # noqa: PLC0415
 
     records = validate_records(records)
     if len(records) < MIN_VARIANTS:

@@ -62,7 +62,7 @@ class RangeNotSupportedError(DownloadError):
     """The server answered a byte-range request with the whole file (it does not serve ranges)."""
 
 
-class _TransferCut(ConnectionError):
+class _TransferCutError(ConnectionError):
     """The body ended before ``Content-Length`` bytes (retried; the next attempt resumes)."""
 
 
@@ -105,7 +105,7 @@ def describe_network_error(error: BaseException) -> str:
         error, urllib.error.HTTPError) else error
     if isinstance(error, urllib.error.HTTPError):
         return f"HTTP {error.code} {error.reason}"
-    if isinstance(error, _TransferCut):
+    if isinstance(error, _TransferCutError):
         return str(error)
     if isinstance(reason, socket.gaierror):
         return f"DNS lookup failed ({reason.strerror or reason})"
@@ -223,7 +223,7 @@ def fetch_range(url: str, first: int, last: int | None = None, *, timeout: float
                 raise DownloadError(f"{url}: asked {header!r}, server answered bytes {start}-{end}")
             data = response.read()
         if len(data) != int(end) - int(start) + 1:
-            raise _TransferCut(f"connection closed after {len(data)} of {int(end) - int(start) + 1} bytes")
+            raise _TransferCutError(f"connection closed after {len(data)} of {int(end) - int(start) + 1} bytes")
         return data, None if total == "*" else int(total)
 
     return _retrying(url, once, retries, retry_wait)
@@ -283,7 +283,7 @@ def _stream_once(url: str, part: Path, window: tuple[int, int] | None, timeout: 
                 report(done, total)
     size = part.stat().st_size
     if expected_end is not None and size != expected_end:
-        raise _TransferCut(f"connection closed after {size} of {expected_end} bytes")
+        raise _TransferCutError(f"connection closed after {size} of {expected_end} bytes")
 
 
 def download_file(

@@ -65,7 +65,7 @@ class UnknownAssayError(ValueError):
 
 def default_cache_dir() -> Path:
     """The ProteinGym cache folder, :func:`revdistill.io.paths.cache_dir` ``("proteingym")``."""
-    from revdistill.io.paths import cache_dir
+    from revdistill.io.paths import cache_dir  # noqa: PLC0415
 
     return cache_dir("proteingym")
 
@@ -259,7 +259,8 @@ def suggest_assays(name: str, known: Sequence[str], n: int = 5) -> list[str]:
     """Close matches to ``name`` among ``known``: ids it starts, difflib matches, ids sharing its first token."""
     lowered = {k.lower(): k for k in known}
     hits = [k for k in known if k.lower().startswith(name.lower())]
-    hits += [lowered[c] for c in difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.5) if lowered[c] not in hits]
+    hits += [lowered[c] for c in difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.5)
+             if lowered[c] not in hits]
     prefix = name.split("_")[0].lower()
     hits += [k for k in known if k.lower().startswith(prefix) and k not in hits]
     return hits[:n]

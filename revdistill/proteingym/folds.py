@@ -35,7 +35,8 @@ def generate_folds(positions: Sequence[int], scheme: str, n_folds: int = N_FOLDS
     positions = np.asarray(positions, dtype=np.int64)
     distinct = np.unique(positions)
     if len(distinct) < n_folds:
-        raise ValueError(f"{scheme}: only {len(distinct)} distinct mutated position(s); {n_folds} folds need at least {n_folds}")
+        raise ValueError(f"{scheme}: only {len(distinct)} distinct mutated position(s); "
+                         f"{n_folds} folds need at least {n_folds}")
     if scheme == "fold_random_5":
         return np.random.RandomState(seed).randint(0, n_folds, size=len(positions)).astype(np.int64)
     elif scheme == "fold_modulo_5":

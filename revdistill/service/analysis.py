@@ -179,7 +179,8 @@ def encode_analysis(key: str, analysis: Analysis) -> tuple[dict[str, Any], dict[
                                 for row in ladder.ladder.diagnostics()]} for ladder in result.ladders]
     nested = analysis.nested
     header = {"key": key, "choices": dataclasses.asdict(analysis.choices), "protocol_id": result.protocol.id,
-              "table": table, "summary": summary, "paired": paired, "caption": result.caption(), "trained": analysis.trained,
+              "table": table, "summary": summary, "paired": paired, "caption": result.caption(),
+              "trained": analysis.trained,
               "seconds": analysis.seconds, "schemes": list(result.schemes), "models": list(result.models),
               "ladders": ladders, "predictions": predictions, "boundaries": [int(b) for b in nested.boundaries],
               "names": list(nested.names), "block_correlations": block_correlations(nested),

@@ -42,7 +42,7 @@ class ServiceError(RuntimeError):
     """The service failed in a way that has no ordinary Python exception (it died, it is unreachable ...)."""
 
 
-class Cancelled(RuntimeError):
+class Cancelled(RuntimeError):  # noqa: N818 - the wire's error_type; CancelledError is asyncio's
     """The job was cancelled by every visitor who asked for it (raised at a progress point)."""
 
 

@@ -215,7 +215,10 @@ def _speed(values: Mapping[str, Any] | None) -> Any:
 
 def decode_analysis(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], task: Any, choices: Any,
                     request: Any = None) -> AnalysisResult:
-    """The :class:`AnalysisResult` of an ``analysis`` reply (see :func:`revdistill.service.analysis.encode_analysis`)."""
+    """The :class:`AnalysisResult` of an ``analysis`` reply.
+
+    See :func:`revdistill.service.analysis.encode_analysis`.
+    """
     from revdistill.views.slicer import SlicerViews  # noqa: PLC0415
 
     views = header["views"]

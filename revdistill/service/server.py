@@ -132,7 +132,8 @@ class _Server:
     def status(self) -> dict[str, Any]:
         context = self.context
         return {"pid": os.getpid(), "loads": dict(context.loads), "loaded": context.loaded(),
-                "computed": dict(context.computed), "requests": dict(context.requests), "analyses": len(context.analyses),
+                "computed": dict(context.computed), "requests": dict(context.requests),
+                "analyses": len(context.analyses),
                 "connections": self.connections, "peak_connections": self.peak_connections,
                 "idle_timeout": self.idle_timeout, **self.scheduler.status()}
 

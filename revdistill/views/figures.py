@@ -38,7 +38,7 @@ def _chosen(summary: pd.DataFrame, aggregation: str | None, metric: str) -> pd.D
 
 def model_axis(models: Sequence[str], x: str = "auto") -> tuple[dict[str, float], str]:
     """x coordinate per model: parameter count, or embedding dim when a model has none (tiny family)."""
-    from revdistill.esm.models.registry import get_spec
+    from revdistill.esm.models.registry import get_spec  # noqa: PLC0415
 
     specs = {m: get_spec(m) for m in models}
     if x == "auto":
@@ -91,9 +91,9 @@ def scaling_figure(summary: pd.DataFrame, *, caption: str = "", aggregation: str
         :func:`~revdistill.experiment.paired.paired_summary` (or ``ExperimentResult.paired()``) of the
         same results: the lower panel (``metric="spearman"`` only).
     """
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # noqa: PLC0415
 
-    from revdistill.experiment.aggregate import zero_shot_reference
+    from revdistill.experiment.aggregate import zero_shot_reference  # noqa: PLC0415
 
     chosen = _chosen(summary, aggregation, metric)
     both = chosen.loc[chosen["fit_on"] != "", "fit_on"].nunique() > 1
@@ -152,10 +152,10 @@ def paired_panel(figure, paired: pd.DataFrame, comparisons: Sequence[str], x_of,
     plotly.graph_objects.Figure
         A new two-row figure (the upper panel's traces and layout, then the differences).
     """
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
+    import plotly.graph_objects as go  # noqa: PLC0415
+    from plotly.subplots import make_subplots  # noqa: PLC0415
 
-    from revdistill.views.style import PAIRED_COLOURS
+    from revdistill.views.style import PAIRED_COLOURS  # noqa: PLC0415
 
     if paired is None or len(paired) == 0:
         return figure
@@ -202,7 +202,7 @@ def prefix_figure(summary: pd.DataFrame, *, caption: str = "", aggregation: str 
     largest model truncated with interval bands, ESM-2 and the naive baseline at each level's width;
     with ``paired`` (:func:`~revdistill.experiment.paired.paired_summary`), a lower panel of the paired
     difference RD prefix − truncated and its band."""
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # noqa: PLC0415
 
     chosen = _chosen(summary, aggregation, metric)
     both = chosen.loc[chosen["fit_on"] != "", "fit_on"].nunique() > 1
@@ -241,8 +241,8 @@ def assay_figure(results: pd.DataFrame, assay: str, *, metric: str = "spearman",
                  representations: Sequence[str] = ("esm2", "rd", "naive", "nested", "truncated"),
                  title: str | None = None):
     """Per-assay drill-down from the results table: metric against dimension, one panel per CV scheme."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
+    import plotly.graph_objects as go  # noqa: PLC0415
+    from plotly.subplots import make_subplots  # noqa: PLC0415
 
     if metric not in METRIC_LABELS:
         raise ValueError(f"metric={metric!r}; choose from {list(METRIC_LABELS)}")

@@ -56,7 +56,7 @@ DEFAULT_FIT_SAMPLE = 20_000
 
 def default_cache_dir() -> Path:
     """Folder for cached UMAP coordinates: :func:`revdistill.io.paths.cache_dir` ``("umap")``."""
-    from revdistill.io.paths import cache_dir
+    from revdistill.io.paths import cache_dir  # noqa: PLC0415
 
     return cache_dir("umap")
 

@@ -65,13 +65,13 @@ class LoadedResults:
 
     def notes(self, cache: str | Path | None = None) -> list:
         """:func:`~revdistill.experiment.deviations.method_notes` of the table, with the cached ladders' provenance."""
-        from revdistill.experiment.deviations import ladder_provenance, method_notes
+        from revdistill.experiment.deviations import ladder_provenance, method_notes  # noqa: PLC0415
 
         return method_notes(self.table, [ladder_provenance(i, cache) for i in self.ladder_ids] or [None])
 
     def caption(self) -> str:
         """Two lines: what the table holds and the ids that produced it."""
-        from revdistill.experiment.pipeline import NOT_COMPARABLE
+        from revdistill.experiment.pipeline import NOT_COMPARABLE  # noqa: PLC0415
 
         table = self.table
         ids = {c: sorted(set(table[c]) - {""}) for c in ("protocol_id", "ladder_id", "naive_id") if c in table}
@@ -129,8 +129,8 @@ def load_results(source: str | Path | bytes, *, name: str | None = None, n_boots
     n_bootstrap, ci, seed
         Bootstrap settings of what is recomputed.
     """
-    from revdistill.experiment.aggregate import aggregate
-    from revdistill.experiment.paired import paired_summary, read_summary, summary_path
+    from revdistill.experiment.aggregate import aggregate  # noqa: PLC0415
+    from revdistill.experiment.paired import paired_summary, read_summary, summary_path  # noqa: PLC0415
 
     sources: dict[str, str] = {}
     variants = None
@@ -188,7 +188,7 @@ def _job_results(folder: Path):
 
 def results_figures(loaded: LoadedResults, *, data_dir: str | Path | None = None, caption: str = ""):
     """The scaling figures of loaded results, each with its paired-difference panel: ``(by size, by prefix)``."""
-    from revdistill.views.figures import prefix_figure, scaling_figure
+    from revdistill.views.figures import prefix_figure, scaling_figure  # noqa: PLC0415
 
     return (scaling_figure(loaded.summary, caption=caption, data_dir=data_dir, paired=loaded.paired,
                            title=f"Spearman vs model size · {loaded.name}"),
@@ -292,11 +292,11 @@ def _per_assay(table: pd.DataFrame) -> pd.DataFrame:
 
 def report_html(loaded: LoadedResults, *, data_dir: str | Path | None = None, cache: str | Path | None = None) -> str:
     """The report page of ``loaded``: one self-contained HTML document (works offline)."""
-    import plotly.offline
+    import plotly.offline  # noqa: PLC0415
 
-    from revdistill.experiment.aggregate import zero_shot_reference
-    from revdistill.experiment.deviations import ladder_provenance, method_notes
-    from revdistill.views.figures import prefix_figure, scaling_figure
+    from revdistill.experiment.aggregate import zero_shot_reference  # noqa: PLC0415
+    from revdistill.experiment.deviations import ladder_provenance, method_notes  # noqa: PLC0415
+    from revdistill.views.figures import prefix_figure, scaling_figure  # noqa: PLC0415
 
     table = loaded.table
     ladder_ids = loaded.ladder_ids
@@ -358,7 +358,7 @@ difference.</p>
 def write_report(results: str | Path, out: str | Path | None = None, *, data_dir: str | Path | None = None,
                  cache: str | Path | None = None, n_bootstrap: int = 1000, seed: int = 0) -> Path:
     """Write :func:`report_html` of a results CSV (or results folder) to ``out`` (default ``<stem>.report.html``)."""
-    from revdistill.io.files import write_atomically
+    from revdistill.io.files import write_atomically  # noqa: PLC0415
 
     results = Path(results)
     out = Path(out) if out is not None else results.with_name(f"{results.stem}.report.html")

@@ -134,9 +134,9 @@ def slicer_views(nested, *, max_points: int = 32, n_neighbors: int = 10, n_queri
     progress : callable, optional
         ``progress(fraction, message)``.
     """
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits  # noqa: PLC0415
 
-    from revdistill.views.projection import pca_view
+    from revdistill.views.projection import pca_view  # noqa: PLC0415
 
     report = progress or (lambda fraction, message: None)
     values = np.asarray(nested.values, dtype=np.float64)

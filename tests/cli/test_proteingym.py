@@ -91,7 +91,8 @@ def test_cli_fit_then_use_the_ladder_file(small_pin1, proteingym_dir, tmp_path, 
     ladder_id = re.search(r"ladder (rdl-\w+)", printed).group(1)
     results = tmp_path / "r.csv"
     assert main(["proteingym", str(small_pin1), "--models", TINY, "--ladder", str(out), "--out", str(results),
-                 "--data-dir", str(proteingym_dir), "--store", str(tmp_path / "s.h5"), "--schemes", "fold_random_5"]) == 0
+                 "--data-dir", str(proteingym_dir), "--store", str(tmp_path / "s.h5"),
+                 "--schemes", "fold_random_5"]) == 0
     table = pd.read_csv(results, keep_default_na=False)
     assert set(table.loc[table.representation == "rd", "ladder_id"]) == {ladder_id}
     assert set(table.loc[table.representation == "rd", "fit_on"]) == {"raw"}

@@ -107,12 +107,14 @@ def test_both_conventions_fit_from_the_same_joint_moments_and_round_trip(tmp_pat
         assert loaded.transform(levels).values.tobytes() == ladder.transform(levels).values.tobytes()
         naive = NaiveConcatPCA(fit_on=fit_on).fit_moments(moments)
         again = NaiveConcatPCA.load(naive.save(tmp_path / f"naive-{fit_on}.npz"))
-        assert all(np.array_equal(a, b) for a, b in zip(again.transform(levels).values(), naive.transform(levels).values()))
+        assert all(np.array_equal(a, b)
+                   for a, b in zip(again.transform(levels).values(), naive.transform(levels).values()))
 
 
 def test_unknown_convention_is_refused_before_work():
     levels = make_levels(n_rows=200, dims=(3, 5), latent=2)
-    with pytest.raises(ValueError, match=r"fit_on='released' is not a fit convention; choose one of \('nested', 'raw'\)"):
+    with pytest.raises(ValueError,
+                       match=r"fit_on='released' is not a fit convention; choose one of \('nested', 'raw'\)"):
         DistillationLadder(fit_on="released").fit(levels)
     with pytest.raises(ValueError, match="fit_on='x'"):
         NaiveConcatPCA(fit_on="x").fit(levels)

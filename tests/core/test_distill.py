@@ -202,7 +202,8 @@ def test_non_finite_input(levels, bad):
 
 
 def test_unknown_regressor(levels):
-    with pytest.raises(ValueError, match=r"regressor='lasso' is not supported; choose one of \('pcr', 'ridge', 'ols'\)"):
+    with pytest.raises(ValueError,
+                       match=r"regressor='lasso' is not supported; choose one of \('pcr', 'ridge', 'ols'\)"):
         ReverseDistiller(regressor="lasso").fit(levels["L0"], levels["L1"])
 
 

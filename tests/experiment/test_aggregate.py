@@ -18,13 +18,17 @@ def reference(proteingym_dir):
 
 
 def _published_dms_level(proteingym_dir, scheme: str, metric: str = "Spearman") -> pd.DataFrame:
-    return pd.read_csv(proteingym_dir / SUPERVISED.format(metric=metric) / f"DMS_substitutions_{metric}_DMS_level_{scheme}.csv").set_index("DMS_id")
+    path = proteingym_dir / SUPERVISED.format(metric=metric) / f"DMS_substitutions_{metric}_DMS_level_{scheme}.csv"
+    return pd.read_csv(path).set_index("DMS_id")
 
 
 @pytest.mark.parametrize("metric", ["Spearman", "MSE"])
 def test_proteingym_average_reproduces_the_supervised_leaderboard(proteingym_dir, reference, metric):
-    summary = pd.read_csv(proteingym_dir / SUPERVISED.format(metric=metric) / f"Summary_performance_DMS_substitutions_{metric}.csv").set_index("Model_name")
-    per_scheme = {s: aggregate.proteingym_average(_published_dms_level(proteingym_dir, s, metric), reference["UniProt_ID"], reference["coarse_selection_type"]) for s in SCHEMES}
+    summary = pd.read_csv(proteingym_dir / SUPERVISED.format(metric=metric)
+                          / f"Summary_performance_DMS_substitutions_{metric}.csv").set_index("Model_name")
+    per_scheme = {s: aggregate.proteingym_average(_published_dms_level(proteingym_dir, s, metric),
+                                                  reference["UniProt_ID"], reference["coarse_selection_type"])
+                  for s in SCHEMES}
     models = summary.index
     for scheme, table in per_scheme.items():
         np.testing.assert_allclose(table.loc[models, "Average"], summary[f"Average_{metric}_{scheme}"], atol=1.5e-3)
@@ -37,11 +41,13 @@ def test_proteingym_average_reproduces_the_supervised_leaderboard(proteingym_dir
 
 def test_proteingym_average_reproduces_the_zero_shot_leaderboard(proteingym_dir, reference):
     per_assay = pd.read_csv(proteingym_dir / ZERO_SHOT / "DMS_substitutions_Spearman_DMS_level.csv").set_index("DMS ID")
-    summary = pd.read_csv(proteingym_dir / ZERO_SHOT / "Summary_performance_DMS_substitutions_Spearman.csv").set_index("Model_name")
+    summary = pd.read_csv(proteingym_dir / ZERO_SHOT / "Summary_performance_DMS_substitutions_Spearman.csv"
+                          ).set_index("Model_name")
     models = [c for c in summary.index if c in per_assay.columns]
     assert len(models) == len(summary) == 97
     ours = aggregate.proteingym_average(per_assay[models], reference["UniProt_ID"], reference["coarse_selection_type"])
-    np.testing.assert_allclose(ours.loc[models, "Average"].round(3), summary.loc[models, "Average_Spearman"], atol=1.01e-3)
+    np.testing.assert_allclose(ours.loc[models, "Average"].round(3), summary.loc[models, "Average_Spearman"],
+                               atol=1.01e-3)
     esm2 = ours.loc[[f"ESM2 ({s})" for s in ("8M", "35M", "150M", "650M", "3B", "15B")], "Average"].round(3)
     np.testing.assert_allclose(esm2, [0.226, 0.321, 0.387, 0.414, 0.406, 0.400])
 
@@ -59,7 +65,8 @@ def _tidy_from_published(proteingym_dir, reference, models=("Kermut", "One-Hot E
 
 
 def test_aggregate_on_a_tidy_table_matches_the_leaderboard(proteingym_dir, reference):
-    summary = pd.read_csv(proteingym_dir / SUPERVISED.format(metric="Spearman") / "Summary_performance_DMS_substitutions_Spearman.csv").set_index("Model_name")
+    summary = pd.read_csv(proteingym_dir / SUPERVISED.format(metric="Spearman")
+                          / "Summary_performance_DMS_substitutions_Spearman.csv").set_index("Model_name")
     tidy = _tidy_from_published(proteingym_dir, reference)
     result = aggregate.aggregate(tidy, n_bootstrap=200).set_index(["representation", "aggregation"])
     for model in ("Kermut", "One-Hot Encodings"):
@@ -69,9 +76,11 @@ def test_aggregate_on_a_tidy_table_matches_the_leaderboard(proteingym_dir, refer
         assert row["aggregation_label"].startswith("ProteinGym average")
         plain = tidy[tidy.representation == model].groupby("assay")["spearman"].mean().mean()
         assert result.loc[(model, "mean"), "value"] == pytest.approx(plain)
-    by_scheme = aggregate.aggregate(tidy, how=("proteingym",), by_scheme=True, n_bootstrap=0).set_index(["representation", "scheme"])
+    by_scheme = aggregate.aggregate(tidy, how=("proteingym",), by_scheme=True, n_bootstrap=0
+                                    ).set_index(["representation", "scheme"])
     for scheme in SCHEMES:
-        assert by_scheme.loc[("Kermut", scheme), "value"] == pytest.approx(summary.loc["Kermut", f"Average_Spearman_{scheme}"], abs=1.5e-3)
+        assert by_scheme.loc[("Kermut", scheme), "value"] == pytest.approx(
+            summary.loc["Kermut", f"Average_Spearman_{scheme}"], abs=1.5e-3)
     again = aggregate.aggregate(tidy, n_bootstrap=200).set_index(["representation", "aggregation"])
     pd.testing.assert_frame_equal(result, again)  # seeded bootstrap: same bytes
 

@@ -27,7 +27,8 @@ def test_pooled_features_equal_pooling_the_per_residue_transform(fitted):
     per_residue = np.asarray(ladder.transform(levels))
     pooled_transform = np.stack([per_residue[groups == g].mean(axis=0) for g in range(100)])
     for name, dim in zip(levels, DIMS):
-        np.testing.assert_allclose(features[FeatureKey("rd", name, dim)], pooled_transform[:, :dim], rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(features[FeatureKey("rd", name, dim)], pooled_transform[:, :dim],
+                                   rtol=1e-9, atol=1e-9)
         np.testing.assert_array_equal(features[FeatureKey("esm2", name, dim)], pooled[name])
     np.testing.assert_array_equal(features[FeatureKey("rd", "L0", 24)], pooled["L0"])  # level 1 is ESM-2 itself
     np.testing.assert_allclose(features[FeatureKey("naive", "L2", 52)], naive.transform(pooled)["L2"])

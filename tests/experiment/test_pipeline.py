@@ -56,10 +56,12 @@ def test_rows_carry_ids_and_cover_every_representation(tasks, tiny_ladders, tmp_
     per_scheme = 3 + 2 * (3 + 3 + len(dims)) + len(dims)
     assert len(table) == 3 * per_scheme and table["spearman"].notna().all() and (table["note"] == "").all()
     # level 1 is ESM-2 itself under every representation and convention: one probe, one number
-    first = table[(table["dim"] == 32) & (table["representation"] != "truncated")].groupby("scheme")["spearman"].nunique()
+    first = (table[(table["dim"] == 32) & (table["representation"] != "truncated")]
+             .groupby("scheme")["spearman"].nunique())
     assert (first == 1).all()
     # the two conventions agree on step 1 and differ after it
-    rd = table[table["representation"] == "rd"].pivot_table(index=["scheme", "dim"], columns="fit_on", values="spearman")
+    rd = table[table["representation"] == "rd"].pivot_table(index=["scheme", "dim"], columns="fit_on",
+                                                             values="spearman")
     assert np.array_equal(rd.xs(48, level="dim")["nested"], rd.xs(48, level="dim")["raw"])
     assert not np.allclose(rd.xs(64, level="dim")["nested"], rd.xs(64, level="dim")["raw"])
 

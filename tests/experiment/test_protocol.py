@@ -17,7 +17,8 @@ def test_id_is_a_stable_digest_of_every_field():
                Protocol(representations=("esm2", "rd"))]
     assert len({p.id for p in changed} | {base.id}) == len(changed) + 1
     code = "from revdistill.experiment.protocol import Protocol; print(Protocol().id)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == base.id
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == base.id
     assert Protocol.from_dict(base.to_dict()) == base
 
 

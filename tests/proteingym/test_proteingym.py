@@ -116,7 +116,8 @@ def test_apply_and_check_mutants():
     assert pg.apply_mutant("MKV", "K2A:V3L") == "MAL"
     with pytest.raises(ValueError, match="position 2 is 'K' in the target, not 'Q'"):
         pg.apply_mutant("MKV", "Q2A")
-    with pytest.raises(ValueError, match=r"2 mutant\(s\) do not match.*Q2A \(position 2 is K\).*M9A \(position 9 is past the end\)"):
+    with pytest.raises(ValueError, match=r"2 mutant\(s\) do not match.*Q2A \(position 2 is K\)"
+                                         r".*M9A \(position 9 is past the end\)"):
         pg.check_mutants(["M1A", "Q2A", "M9A"], "MKV", "toy")
 
 
@@ -154,7 +155,8 @@ def test_missing_column_and_bad_scores(proteingym_dir, tmp_path, reference):
         frame.loc[5, "DMS_score"] = "n/a"
         return frame
     path = _write_pin1(proteingym_dir, tmp_path / "b.csv", text_score)
-    with pytest.raises(ValueError, match=r"column 'DMS_score' is missing or not a number at CSV line\(s\) 7 \(values empty\)"):
+    with pytest.raises(ValueError,
+                       match=r"column 'DMS_score' is missing or not a number at CSV line\(s\) 7 \(values empty\)"):
         pg.read_assay(path, reference=reference)
 
 
@@ -239,7 +241,8 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     payload = np.random.default_rng(0).bytes(300_000)
-    handler = type("Handler", (_RangeHandler,), {"payload": payload, "requests": [], "ignore_range": False, "cut_after": None})
+    handler = type("Handler", (_RangeHandler,),
+                   {"payload": payload, "requests": [], "ignore_range": False, "cut_after": None})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()

@@ -1,4 +1,7 @@
-"""Embedding through the compute service: one model load per server, shared by concurrent kernels, on the tiny family."""
+"""Embedding through the compute service on the tiny family.
+
+One model load per server, shared by concurrent kernels.
+"""
 from __future__ import annotations
 
 import json

@@ -72,7 +72,7 @@ def load_esm2(
     revdistill.io.download.DownloadError, revdistill.io.download.ChecksumError
         ``download=True`` and the download failed (offline, HTTP error, disk full, digest mismatch).
     """
-    import esm
+    import esm  # noqa: PLC0415
 
     candidate = Path(str(name_or_alias))
     if candidate.suffix == ".pt":
@@ -136,8 +136,8 @@ def tiny_esm2(
     model : esm.model.esm2.ESM2 (eval mode, CPU, float32)
     alphabet : esm.data.Alphabet (``ESM-1b``)
     """
-    from esm.data import Alphabet
-    from esm.model.esm2 import ESM2
+    from esm.data import Alphabet  # noqa: PLC0415
+    from esm.model.esm2 import ESM2  # noqa: PLC0415
 
     if embed_dim % attention_heads or (embed_dim // attention_heads) % 2:
         raise ValueError(
