@@ -96,7 +96,7 @@ def load_esm2(
             logger.info("downloading %s into %s", spec.name, model_path.parent)
             download_weights([spec.alias], weights_dir)
 
-    from revdistill.esm.checkpoint import check_esm2_checkpoint, read_checkpoint
+    from revdistill.esm.checkpoint import check_esm2_checkpoint, read_checkpoint  # noqa: PLC0415
 
     model_data = read_checkpoint(model_path)
     check_esm2_checkpoint(model_data, model_path, None if candidate.suffix == ".pt" else spec)
