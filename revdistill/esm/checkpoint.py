@@ -15,7 +15,6 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import torch
 
 __all__ = ["read_checkpoint", "check_esm2_checkpoint", "check_checkpoint_file"]
 
@@ -38,6 +37,8 @@ def read_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any
         Naming ``path``: not a PyTorch checkpoint (HTML, truncated, other bytes), a pickle holding Python
         objects other than tensors (refused: it could run code), or not a dictionary.
     """
+    import torch  # noqa: PLC0415 - loaded only when a checkpoint is read (asking about weights stays light)
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} file {path} does not exist")
@@ -87,6 +88,8 @@ def check_esm2_checkpoint(data: dict[str, Any], path: str | Path, spec: Any = No
     ValueError
         Naming ``path``, what is missing or differs, and what was expected.
     """
+    import torch  # noqa: PLC0415 - loaded only when a checkpoint is read (asking about weights stays light)
+
     state = data.get("model")
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"checkpoint {path} has no 'model' dictionary of tensors (keys: {sorted(data)[:6]}); "
@@ -116,6 +119,8 @@ def check_esm2_checkpoint(data: dict[str, Any], path: str | Path, spec: Any = No
 def check_checkpoint_file(path: str | Path, spec: Any = None, regression: bool = False) -> None:
     """Check a file is a loadable checkpoint: ESM-2 of ``spec``'s architecture, or (``regression``) a contact
     head (``{"model": {name: tensor}}``). Used before a download is renamed into place."""
+    import torch  # noqa: PLC0415 - loaded only when a checkpoint is read (asking about weights stays light)
+
     data = read_checkpoint(path)
     if regression:
         state = data.get("model")
