@@ -25,18 +25,7 @@ _CORE_EXPORTS = (
 
 __version__ = "0.2.0"
 
-__all__ = [
-    "DistillationLadder",
-    "FIT_CONVENTIONS",
-    "Moments",
-    "NaiveConcatPCA",
-    "NestedEmbedding",
-    "NotFittedError",
-    "ReverseDistiller",
-    "load_reference_ladder",
-    "load_reference_scaler",
-    "__version__",
-]
+__all__ = [*_CORE_EXPORTS, "__version__"]
 
 
 def __getattr__(name: str):

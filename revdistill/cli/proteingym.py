@@ -246,7 +246,7 @@ def _write(args, folder, spec, protocol, ladders, store_path) -> int:
 
 def _assay_printer():
     """One stderr line per committed assay, with the job's ETA."""
-    from revdistill.dashboard.timing import format_duration
+    from revdistill.units import format_duration
 
     def report(progress) -> None:
         left = "all committed" if progress.done == progress.total else f"ETA {format_duration(progress.eta_s)}"

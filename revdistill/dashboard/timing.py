@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import math
 import os
 import platform
 import tempfile
@@ -28,6 +27,7 @@ import numpy as np
 from revdistill.esm.batching import MAX_RESIDUES, embedded_residues
 from revdistill.esm.interfaces import Embedder
 from revdistill.esm.sequences import AMINO_ACIDS
+from revdistill.units import format_duration
 
 __all__ = ["Speed", "Estimate", "ProgressClock", "calibrate", "cached_speed", "length_bucket", "format_duration",
            "corpus_residues_to_embed", "stored_records"]
@@ -39,18 +39,6 @@ _AMINO = np.array(list(AMINO_ACIDS))
 def length_bucket(length: float) -> int:
     """The calibration length for sequences of about ``length`` residues (cost per residue grows with it)."""
     return next((bucket for bucket in _BUCKETS if length <= bucket * 1.4), _BUCKETS[-1])
-
-
-def format_duration(seconds: float | None) -> str:
-    """``"40 s"``, ``"12 min"``, ``"1 h 20 min"``; ``"unknown"`` for None."""
-    if seconds is None or not math.isfinite(seconds):
-        return "unknown"
-    if seconds < 90:
-        return f"{max(1, round(seconds))} s"
-    if seconds < 5400:
-        return f"{round(seconds / 60)} min"
-    hours, minutes = divmod(round(seconds / 60), 60)
-    return f"{hours} h {minutes} min"
 
 
 @dataclass(frozen=True)
