@@ -1,7 +1,7 @@
 """How quantities are written for people, shared by the CLI, the job's progress lines and the dashboard.
 
->>> format_duration(40), format_duration(720), format_duration(4800.0), format_duration(None)
-('40 s', '12 min', '1 h 20 min', 'unknown')
+>>> format_duration(40), format_duration(720), format_duration(7200.0), format_duration(None)
+('40 s', '12 min', '2 h 0 min', 'unknown')
 """
 from __future__ import annotations
 
