@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -109,3 +110,13 @@ def tiny_ladders(tiny_cache):
     from revdistill.experiment.ladders import reference_ladder
 
     return {fit_on: reference_ladder(TINY, fit_on=fit_on, cache=tiny_cache) for fit_on in ("nested", "raw")}
+
+
+def wait_until(condition, seconds: float = 10.0, every: float = 0.01) -> bool:
+    """Poll ``condition()`` until it is true (True) or ``seconds`` pass (False)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(every)
+    return False

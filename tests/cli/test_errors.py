@@ -17,38 +17,12 @@ from revdistill.cli import main
 from revdistill.cli.common import check_device, check_output, describe_error, split_list, write_atomically
 from revdistill.esm.store import EmbeddingStore
 
-from conftest import embed_into, make_levels, random_records
+from conftest import make_levels
+from cli_errors import MODELS, assert_one_line_error, run_cli
 from filecheck import unchanged
 
-MODELS = "tiny-32,tiny-48"
 DEMO = Path(str(resources.files("revdistill") / "data" / "demo.fasta"))
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture
-def work(tmp_path):
-    """A FASTA file and a store holding its first 4 records (embedded without per-residue values)."""
-    records = random_records(6, low=8, high=30, seed=3, prefix="r")
-    fasta = tmp_path / "in.fasta"
-    fasta.write_text("".join(f">{record_id} protein\n{sequence}\n" for record_id, sequence in records))
-    store = tmp_path / "store.h5"
-    embed_into(EmbeddingStore(store), records[:4], MODELS)
-    return tmp_path, fasta, store
-
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    status = main([str(arg) for arg in argv])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
-def assert_one_line_error(status: int, err: str, command: str, message: str) -> None:
-    assert status == 2, err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith(f"revdistill {command}: error: "), lines[0]
-    assert re.search(message, lines[0]), (message, lines[0])
 
 
 def make_case_files(tmp: Path) -> None:

@@ -3,47 +3,22 @@ and nothing on disk changed. Pairs written by ``fit``, stores made another way, 
 from __future__ import annotations
 
 import errno
+from functools import partial
 import os
-import re
 
 import pytest
 import torch
 
-from revdistill.cli import main
-from revdistill.esm.store import EmbeddingStore
 
-from conftest import embed_into, random_records
+from cli_errors import MODELS, assert_one_line_error, run_cli
+
 from filecheck import unchanged
 from http_servers import serve_checkpoint, serve_directory
 
-MODELS = "tiny-32,tiny-48"
 NAME_8M = "esm2_t6_8M_UR50D"
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    status = main([str(arg) for arg in argv])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
-def assert_one_line_error(status: int, err: str, command: str, message: str) -> None:
-    assert status == 2, err
-    assert "Traceback" not in err and "please report" not in err, err
-    lines = [line for line in err.strip().splitlines() if line.startswith("revdistill ")]
-    assert len(lines) == 1, err
-    assert lines[0].startswith(f"revdistill {command}: error: "), lines[0]
-    assert re.search(message, lines[0]), (message, lines[0])
-
-
-@pytest.fixture
-def work(tmp_path):
-    records = random_records(6, low=8, high=30, seed=3, prefix="r")
-    fasta = tmp_path / "in.fasta"
-    fasta.write_text("".join(f">{record_id}\n{sequence}\n" for record_id, sequence in records))
-    store = tmp_path / "store.h5"
-    embed_into(EmbeddingStore(store), records[:4], MODELS)
-    return tmp_path, fasta, store
+#: These commands may log progress before they fail: only the ``revdistill …`` lines count.
+assert_error = partial(assert_one_line_error, other_lines=True)
 
 
 # ------------------------------------------------------------------------------------------ data loss
@@ -60,7 +35,7 @@ def test_fit_writes_the_pair_whole_or_not_at_all(work, capsys, monkeypatch):
     monkeypatch.setattr("revdistill.io.files.os.replace", failing)
     with unchanged(tmp):
         status, _, err = run_cli(capsys, "fit", store, "--out", out, "--regressor", "ols")
-    assert_one_line_error(status, err, "fit", r"could not write .*pair\.naive\.npz \(Permission denied\); pair\.npz "
+    assert_error(status, err, "fit", r"could not write .*pair\.naive\.npz \(Permission denied\); pair\.npz "
                                               r"and pair\.naive\.npz are written together, so nothing was changed")
 
 
@@ -87,7 +62,7 @@ def test_embed_into_a_store_made_another_way_is_refused(tmp_path, capsys, first,
     assert run_cli(capsys, "embed", fasta, "--models", MODELS, "--out", store, *first)[0] == 0
     with unchanged(tmp_path):
         status, _, err = run_cli(capsys, "embed", fasta, "--models", MODELS, "--out", store, *second)
-    assert_one_line_error(status, err, "embed", rf"store .*s\.h5 holds vectors made with .*\(differs: {differs}\)\. "
+    assert_error(status, err, "embed", rf"store .*s\.h5 holds vectors made with .*\(differs: {differs}\)\. "
                                                 r"Vectors made two ways cannot share a store: use another --store")
 
 
@@ -121,7 +96,7 @@ def test_a_checkpoint_that_is_not_one_is_a_clear_error(tmp_path, capsys, content
     with unchanged(tmp_path):
         status, _, err = run_cli(capsys, "embed", fasta, "--models", "8M", "--weights-dir", weights,
                                  "--out", tmp_path / "s.h5")
-    assert_one_line_error(status, err, "embed", rf"{NAME_8M}\.pt .*{message}")
+    assert_error(status, err, "embed", rf"{NAME_8M}\.pt .*{message}")
 
 
 def test_a_download_that_is_not_a_checkpoint_leaves_nothing_under_the_final_name(tmp_path, capsys):
@@ -132,7 +107,7 @@ def test_a_download_that_is_not_a_checkpoint_leaves_nothing_under_the_final_name
         folder = tmp_path / "weights"
         status, _, err = run_cli(capsys, "weights", "download", "8M", "--weights-dir", folder, "--base-url",
                                  server.url)
-    assert_one_line_error(status, err, "weights", rf"{NAME_8M}\.pt from .* is not what was asked for: .*is not a "
+    assert_error(status, err, "weights", rf"{NAME_8M}\.pt from .* is not what was asked for: .*is not a "
                                                   r"PyTorch checkpoint: it is text starting with b'<html>.*Nothing "
                                                   r"was saved under")
     assert not (folder / f"{NAME_8M}.pt").exists() and not list(folder.glob("*.part"))
@@ -147,5 +122,5 @@ def test_a_zip_bomb_given_to_ladder_is_one_clear_line(tmp_path, capsys, proteing
         status, _, err = run_cli(capsys, "proteingym", "PIN1_HUMAN_Tsuboyama_2023_1I6C", "--models", MODELS,
                                  "--ladder", bomb, "--out", tmp_path / "r.csv", "--data-dir", proteingym_dir,
                                  "--store", tmp_path / "s.h5")
-    assert_one_line_error(status, err, "proteingym", r"bomb\.npz: entry 'meta' declares 64\.0 MiB that compress to "
+    assert_error(status, err, "proteingym", r"bomb\.npz: entry 'meta' declares 64\.0 MiB that compress to "
                                                      r".*a zip bomb\?\); refusing to expand it")

@@ -24,7 +24,7 @@ from revdistill.esm.store import EmbeddingStore
 from revdistill.service.client import USE_SERVICE_ENV, WorkerEmbedder, make_embedder
 from revdistill.service.protocol import ServiceError
 
-from conftest import random_records
+from conftest import random_records, wait_until
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -66,15 +66,6 @@ def pooled_by_id(store: EmbeddingStore, model: str) -> dict[str, np.ndarray]:
     return dict(zip(ids, values))
 
 
-def wait_for(condition, seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def test_two_kernels_at_once_share_one_model_load_and_match_local(runtime_dir, tmp_path):
     batches = [random_records(12, 200, 400, seed=seed, prefix=f"k{seed}-") for seed in (1, 2)]
     store_path = tmp_path / "shared.h5"
@@ -114,7 +105,7 @@ def test_idle_timeout_frees_the_models_and_the_next_job_reloads_them(runtime_dir
     embedder = WorkerEmbedder(runtime_dir=runtime_dir, idle_timeout=0.5, threads=1)
     store = EmbeddingStore(tmp_path / "s.h5")
     assert embedder.embed(store, random_records(3, seed=3), MODELS) == 3
-    assert wait_for(lambda: embedder.status()["loaded"] == {})       # the modules were really freed
+    assert wait_until(lambda: embedder.status()["loaded"] == {}, every=0.1)     # the modules were really freed
     assert embedder.embed(store, random_records(3, seed=4, prefix="b"), MODELS) == 3
     assert embedder.status()["loads"] == {"tiny-32": 2, "tiny-48": 2}
     assert embedder.embed(store, random_records(3, seed=4, prefix="b"), MODELS) == 0   # all stored: no load

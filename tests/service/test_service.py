@@ -18,7 +18,7 @@ from revdistill.service.client import ServiceClient, WorkerEmbedder
 from revdistill.service.protocol import Cancelled, ServiceError, decode_frame, encode_frame, receive, send
 from revdistill.service.scheduler import Scheduler
 
-from conftest import random_records
+from conftest import random_records, wait_until
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -61,64 +61,58 @@ class Work:
             self.release.setdefault(key, threading.Event()).set()
 
 
-def wait_until(condition, seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return False
+@pytest.fixture
+def scheduled():
+    """``scheduled(workers)`` -> ``(work, scheduler)``; every scheduler made is stopped after the test."""
+    made = []
 
+    def make(workers: int):
+        work = Work()
+        made.append(Scheduler(work, workers=workers))
+        return work, made[-1]
 
-def test_visitors_take_turns_so_a_small_request_does_not_wait_behind_a_queue():
-    work = Work()
-    scheduler = Scheduler(work, workers=1)
-    try:
-        jobs = [scheduler.submit("A", f"a{index}", "embed", {}, {}) for index in range(3)]
-        assert wait_until(lambda: work.order == ["a0"])
-        small = scheduler.submit("B", "b0", "projection", {}, {})
-        for key in ("a0", "b0", "a1", "a2"):
-            work.finish(key)
-        assert all(job.done.wait(10) for job in [*jobs, small])
-        assert work.order == ["a0", "b0", "a1", "a2"]  # round-robin: B's job before A's queued ones
-    finally:
+    yield make
+    for scheduler in made:
         scheduler.stop()
 
 
-def test_a_small_request_finishes_while_a_long_job_runs():
-    work = Work()
-    scheduler = Scheduler(work, workers=2)
-    try:
-        long = scheduler.submit("A", "long", "projection", {}, {})
-        assert wait_until(lambda: work.order == ["long"])
-        small = scheduler.submit("B", "small", "projection", {}, {})
-        assert wait_until(lambda: "small" in work.order)
-        work.finish("small")
-        assert small.done.wait(10) and small.state == "done" and not long.done.is_set()
-        work.finish("long")
-        assert long.done.wait(10) and long.result[0] == {"key": "long"}
-    finally:
-        scheduler.stop()
+def test_visitors_take_turns_so_a_small_request_does_not_wait_behind_a_queue(scheduled):
+    work, scheduler = scheduled(1)
+    jobs = [scheduler.submit("A", f"a{index}", "embed", {}, {}) for index in range(3)]
+    assert wait_until(lambda: work.order == ["a0"])
+    small = scheduler.submit("B", "b0", "projection", {}, {})
+    for key in ("a0", "b0", "a1", "a2"):
+        work.finish(key)
+    assert all(job.done.wait(10) for job in [*jobs, small])
+    assert work.order == ["a0", "b0", "a1", "a2"]  # round-robin: B's job before A's queued ones
 
 
-def test_identical_requests_share_one_job_and_a_job_stops_when_nobody_waits():
-    work = Work()
-    scheduler = Scheduler(work, workers=1)
-    try:
-        first = scheduler.submit("A", "same", "analysis", {}, {})
-        second = scheduler.submit("B", "same", "analysis", {}, {})
-        assert first is second and first.subscribers == 2
-        queued = scheduler.submit("C", "other", "analysis", {}, {})
-        scheduler.leave(queued)                     # a visitor who leaves: the queued job is dropped
-        assert queued.done.is_set() and queued.state == "cancelled"
-        assert wait_until(lambda: work.order == ["same"])
-        scheduler.leave(first)
-        assert not first.cancel.is_set()            # B still waits for it
-        scheduler.leave(second)
-        assert first.done.wait(5) and first.state == "cancelled" and isinstance(first.error, Cancelled)
-        assert work.order == ["same"] and scheduler.status()["jobs"]["dropped"] == 1
-    finally:
-        scheduler.stop()
+def test_a_small_request_finishes_while_a_long_job_runs(scheduled):
+    work, scheduler = scheduled(2)
+    long = scheduler.submit("A", "long", "projection", {}, {})
+    assert wait_until(lambda: work.order == ["long"])
+    small = scheduler.submit("B", "small", "projection", {}, {})
+    assert wait_until(lambda: "small" in work.order)
+    work.finish("small")
+    assert small.done.wait(10) and small.state == "done" and not long.done.is_set()
+    work.finish("long")
+    assert long.done.wait(10) and long.result[0] == {"key": "long"}
+
+
+def test_identical_requests_share_one_job_and_a_job_stops_when_nobody_waits(scheduled):
+    work, scheduler = scheduled(1)
+    first = scheduler.submit("A", "same", "analysis", {}, {})
+    second = scheduler.submit("B", "same", "analysis", {}, {})
+    assert first is second and first.subscribers == 2
+    queued = scheduler.submit("C", "other", "analysis", {}, {})
+    scheduler.leave(queued)                     # a visitor who leaves: the queued job is dropped
+    assert queued.done.is_set() and queued.state == "cancelled"
+    assert wait_until(lambda: work.order == ["same"])
+    scheduler.leave(first)
+    assert not first.cancel.is_set()            # B still waits for it
+    scheduler.leave(second)
+    assert first.done.wait(5) and first.state == "cancelled" and isinstance(first.error, Cancelled)
+    assert work.order == ["same"] and scheduler.status()["jobs"]["dropped"] == 1
 
 
 # -- the wire format ----------------------------------------------------------------------------------
