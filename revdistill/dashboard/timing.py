@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from revdistill.esm.batching import MAX_RESIDUES, embedded_residues
-from revdistill.esm.interfaces import Embedder
+from revdistill.esm.interfaces import Embedder, EmbedSettings
 from revdistill.esm.sequences import AMINO_ACIDS
 from revdistill.units import format_duration
 
@@ -170,7 +170,7 @@ def _proteingym_corpus() -> Any:
     return Corpus.proteingym_wildtypes()
 
 
-def corpus_residues_to_embed(models: Sequence[str], corpus: str, fit_on: str, embedder: Embedder,
+def corpus_residues_to_embed(models: Sequence[str], corpus: str, fit_on: str, settings: EmbedSettings,
                              cache: str | Path | None = None,
                              records: Sequence[tuple[str, str]] | None = None) -> int:
     """Residues of the ladder corpus still to embed: 0 when every ladder the choices need is cached.
@@ -182,13 +182,12 @@ def corpus_residues_to_embed(models: Sequence[str], corpus: str, fit_on: str, em
     corpus : {"proteingym", "data"}
         The models panel's choice (:data:`~.analysis.LADDER_CORPORA`).
     fit_on : {"nested", "raw", "both"}
-    embedder : LocalEmbedder or WorkerEmbedder
-        Its numerics are part of a ladder's id.
+    settings : EmbedOptions
+        The embedder's settings: its numerics are part of a ladder's id.
     records : sequence of (id, sequence), optional
         The data set's records (``corpus="data"``).
     """
-    from revdistill.experiment.ladders import Corpus, LadderSpec  # noqa: PLC0415
-    from revdistill.io.paths import cache_dir  # noqa: PLC0415
+    from revdistill.experiment.ladders import Corpus, LadderSpec, fit_path  # noqa: PLC0415
 
     if corpus == "proteingym":
         chosen = _proteingym_corpus()
@@ -198,13 +197,12 @@ def corpus_residues_to_embed(models: Sequence[str], corpus: str, fit_on: str, em
         chosen = Corpus.from_records("data", records)
     else:
         raise ValueError(f"corpus={corpus!r}; choose 'proteingym' or 'data'")
-    numerics = tuple(sorted(embedder.options.numerics().items()))
-    folder = cache_dir("ladders", cache)
+    numerics = tuple(sorted(settings.numerics().items()))
     conventions = ("nested", "raw") if fit_on == "both" else (fit_on,)
-    if all((folder / f"{LadderSpec(models=tuple(models), corpus=chosen, fit_on=c, numerics=numerics).ladder_id}.npz")
+    if all(fit_path(LadderSpec(models=tuple(models), corpus=chosen, fit_on=c, numerics=numerics).ladder_id, cache)
            .is_file() for c in conventions):
         return 0
-    long_sequences = embedder.options.long_sequences
+    long_sequences = settings.long_sequences
     return sum(embedded_residues(len(sequence), long_sequences) for _, sequence in chosen.records)
 
 

@@ -13,7 +13,6 @@ form (figure captions, :meth:`ExperimentResult.caption`) and a detailed one (``r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -23,7 +22,6 @@ __all__ = ["Note", "method_notes", "fold_source_counts", "ladder_provenance", "I
 
 #: Residues per batch of the released fit's sklearn IncrementalPCA.
 INCREMENTAL_BATCH = 131_072
-_MAX_RESIDUES = 1022  # ESM-2's training length (revdistill.esm.embed.MAX_RESIDUES; not imported: torch)
 
 
 @dataclass(frozen=True)
@@ -45,19 +43,22 @@ def fold_source_counts(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def ladder_provenance(ladder_id: str, cache: str | Path | None = None) -> dict[str, Any] | None:
-    """The provenance saved with a cached reference ladder ``<cache>/ladders/<ladder_id>.npz`` (None if absent)."""
-    from revdistill.core.ladder import DistillationLadder  # noqa: PLC0415
-    from revdistill.io.paths import cache_dir  # noqa: PLC0415
+    """The provenance saved with a cached reference ladder ``<cache>/ladders/<ladder_id>.npz`` (None if absent or
+    unreadable); read from the file's ``meta`` entry alone, not the whole ladder."""
+    from revdistill.experiment.ladders import fit_path  # noqa: PLC0415
+    from revdistill.io.files import read_npz_meta  # noqa: PLC0415
 
-    path = cache_dir("ladders", cache) / f"{ladder_id}.npz"
-    if not ladder_id or not path.is_file():
+    path = fit_path(ladder_id, cache) if ladder_id else None
+    if path is None or not path.is_file():
         return None
-    return dict(DistillationLadder.load(path).provenance_)
+    provenance = (read_npz_meta(path) or {}).get("provenance")
+    return dict(provenance) if isinstance(provenance, dict) else None
 
 
 def _shipped_wild_types() -> dict[str, str]:
-    with resources.as_file(resources.files("revdistill") / "data" / "DMS_substitutions.csv") as path:
-        reference = pd.read_csv(path, usecols=["DMS_id", "target_seq"])
+    from revdistill.proteingym.data import packaged_reference_path  # noqa: PLC0415
+
+    reference = pd.read_csv(packaged_reference_path(), usecols=["DMS_id", "target_seq"])
     return dict(zip(reference["DMS_id"].astype(str), reference["target_seq"].astype(str)))
 
 
@@ -75,9 +76,11 @@ def method_notes(table: pd.DataFrame, provenances: Sequence[Mapping[str, Any] | 
     wild_types : mapping, optional
         Assay name → wild-type sequence (default: ProteinGym v1.3's, shipped with the package).
     """
+    from revdistill.esm.batching import MAX_RESIDUES, WINDOW_OVERLAP  # noqa: PLC0415
     from revdistill.experiment.ladders import DEFAULT_CORPUS  # noqa: PLC0415
 
-    wild_types = dict(_shipped_wild_types() if wild_types is None else wild_types)
+    shipped = _shipped_wild_types()  # read once per call: the default wild types and the default corpus
+    wild_types = dict(shipped if wild_types is None else wild_types)
     assays = list(dict.fromkeys(table["assay"]))
     known = {a: wild_types[a] for a in assays if a in wild_types}
     notes = []
@@ -89,7 +92,7 @@ def method_notes(table: pd.DataFrame, provenances: Sequence[Mapping[str, Any] | 
     for corpus in {c.get("name", ""): c for c in corpora}.values():
         name, residues = corpus.get("name", ""), int(corpus.get("n_residues", 0))
         if name == DEFAULT_CORPUS:
-            corpus_set = set(_shipped_wild_types().values())
+            corpus_set = set(shipped.values())
             inside = sorted({seq for seq in known.values() if seq in corpus_set}, key=len)
             overlap = sum(len(s) for s in inside)
             notes.append(Note(
@@ -116,13 +119,14 @@ def method_notes(table: pd.DataFrame, provenances: Sequence[Mapping[str, Any] | 
             f"measured on decaying spectra)."))
     handling = {p.get("embedding", {}).get("long_sequences") for p in provenances if p} - {None}
     handling_text = "/".join(sorted(handling)) or "window (the default; not recorded with the results)"
-    long = sorted(a for a, seq in known.items() if len(seq) > _MAX_RESIDUES)
+    long = sorted(a for a, seq in known.items() if len(seq) > MAX_RESIDUES)
     notes.append(Note(
-        "long sequences", f"sequences > {_MAX_RESIDUES}: {handling_text} ({len(long)} assay(s))",
-        f"Wild types longer than {_MAX_RESIDUES} residues: {len(long)} of the {len(assays)} assay(s)"
+        "long sequences", f"sequences > {MAX_RESIDUES}: {handling_text} ({len(long)} assay(s))",
+        f"Wild types longer than {MAX_RESIDUES} residues: {len(long)} of the {len(assays)} assay(s)"
         f"{' (' + ', '.join(long[:5]) + (' ...' if len(long) > 5 else '') + ')' if long else ''}. Handling: "
-        f"{handling_text}. 'window' embeds overlapping {_MAX_RESIDUES}-residue windows (overlap 256) and keeps each "
-        f"residue's vector from the nearest window centre; the authors' extract.py truncates at {_MAX_RESIDUES}."))
+        f"{handling_text}. 'window' embeds overlapping {MAX_RESIDUES}-residue windows (overlap {WINDOW_OVERLAP}) "
+        f"and keeps each "
+        f"residue's vector from the nearest window centre; the authors' extract.py truncates at {MAX_RESIDUES}."))
     counts = fold_source_counts(table)
     if not counts.empty:
         parts = [f"{scheme.replace('fold_', '').replace('_5', '')}: "

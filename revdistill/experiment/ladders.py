@@ -219,6 +219,11 @@ class ReferenceLadder:
                 f"fitted on {self.label}")
 
 
+def fit_path(fit_id: str, cache: str | Path | None = None) -> Path:
+    """Where a cached fit lives: ``<cache>/ladders/<fit_id>.npz`` (a ladder's or a naive baseline's id)."""
+    return cache_dir("ladders", cache) / f"{fit_id}.npz"
+
+
 def reference_ladder(models: Sequence[str], corpus: Corpus | None = None, *, fit_on: str = "nested",
                      regressor: str = "pcr", alpha: float = 1.0, embedder: Embedder | None = None,
                      cache: str | Path | None = None, progress: StageCallback | None = None) -> ReferenceLadder:
@@ -246,9 +251,9 @@ def reference_ladder(models: Sequence[str], corpus: Corpus | None = None, *, fit
     corpus = corpus if corpus is not None else Corpus.proteingym_wildtypes()
     spec = LadderSpec(models=tuple(models), corpus=corpus, fit_on=fit_on, regressor=regressor, alpha=alpha,
                       numerics=tuple(sorted(embedder.options.numerics().items())))
-    folder = cache_dir("ladders", cache)
+    ladder_path, naive_path = fit_path(spec.ladder_id, cache), fit_path(spec.naive_id, cache)
+    folder = ladder_path.parent
     folder.mkdir(parents=True, exist_ok=True)
-    ladder_path, naive_path = folder / f"{spec.ladder_id}.npz", folder / f"{spec.naive_id}.npz"
     with file_lock(folder / f".{spec.ladder_id}.lock"):
         if ladder_path.is_file() and naive_path.is_file():
             ladder, naive = DistillationLadder.load(ladder_path), NaiveConcatPCA.load(naive_path)

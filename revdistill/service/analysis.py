@@ -20,7 +20,7 @@ import numpy as np
 from revdistill.dashboard.analysis import Choices, ModelChoice
 from revdistill.service.protocol import encode_frame
 
-__all__ = ["Analysis", "compute_analysis", "encode_analysis", "ladder_choices", "task_store_path",
+__all__ = ["Analysis", "compute_analysis", "encode_analysis", "ladder_choices",
            "available_device", "model_choices", "block_correlations", "subspace_values"]
 
 ProgressCallback = Callable[[float, str], None]
@@ -86,7 +86,7 @@ def compute_analysis(task: Any, choices: Choices, protocol: Any, *, embedder: An
     """
     from revdistill.esm.models.registry import get_spec, parse_models  # noqa: PLC0415
     from revdistill.esm.store import EmbeddingStore  # noqa: PLC0415
-    from revdistill.experiment.pipeline import run_experiment  # noqa: PLC0415
+    from revdistill.experiment.pipeline import default_store_path, run_experiment  # noqa: PLC0415
     from revdistill.views.slicer import slicer_views  # noqa: PLC0415
 
     report = progress or (lambda fraction, message: None)
@@ -96,7 +96,7 @@ def compute_analysis(task: Any, choices: Choices, protocol: Any, *, embedder: An
     start = time.perf_counter()
     ladders = ladder_choices(choices, task, embedder, cache, lambda f, m: report(0.3 * f, m))
     seconds["ladder"] = time.perf_counter() - start
-    store = EmbeddingStore(task_store_path(task, models, embedder.options.numerics(), cache))
+    store = EmbeddingStore(default_store_path(task, models, embedder.options.numerics(), cache))
     start = time.perf_counter()
     result = run_experiment([task], models, ladders, protocol, store=store, embedder=embedder,
                             progress=lambda f, m: report(0.3 + 0.55 * f, m))
@@ -110,14 +110,6 @@ def compute_analysis(task: Any, choices: Choices, protocol: Any, *, embedder: An
     report(1.0, "done")
     return Analysis(task=task, choices=choices, result=result, summary=summary, paired=paired, views=views,
                     trained=all(get_spec(name).trained for name in models), seconds=seconds)
-
-
-def task_store_path(task: Any, models: tuple[str, ...], numerics: dict[str, Any],
-                    cache: str | Path | None = None) -> Path:
-    """The store a task's embeddings go to (:func:`~revdistill.experiment.pipeline.default_store_path`)."""
-    from revdistill.experiment.pipeline import default_store_path  # noqa: PLC0415
-
-    return default_store_path(task, models, numerics, cache)
 
 
 def block_correlations(nested: Any) -> list[float]:

@@ -158,14 +158,6 @@ class ServiceClient:
             receive(connection)
         return True
 
-    def running(self) -> bool:
-        """True when a service answers in the runtime folder (starts nothing)."""
-        try:
-            self._connect().close()
-        except (*_UNREACHABLE, OSError, ValueError):
-            return False
-        return True
-
     # -------------------------------------------------------------------- internals
     def _connect(self) -> Connection:
         return Client(str(self.directory / "service.sock"), family="AF_UNIX", authkey=authkey(self.directory))

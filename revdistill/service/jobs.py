@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import gc
 import logging
-import os
 import sys
 import threading
 import time
@@ -137,7 +136,7 @@ class Context:
         device = available_device()
         choices = model_choices(device, header.get("weights_dir"))
         return {"device": device, "threads": self._threads(device),
-                "long_sequences": self._analysis_embedder({"choices": {"device": device}}).options.long_sequences,
+                "long_sequences": _analysis_options(device, header.get("weights_dir")).long_sequences,
                 "choices": [[c.alias, c.label, c.available, c.reason] for c in choices]}, {}
 
     def _threads(self, device: str) -> int:
@@ -150,12 +149,7 @@ class Context:
         return int(torch.get_num_threads())
 
     def _analysis_embedder(self, header: Mapping[str, Any]) -> Any:
-        from revdistill.esm.runner import EmbedOptions, default_dtype  # noqa: PLC0415
-
-        device = header["choices"]["device"]
-        weights_dir = header.get("weights_dir")
-        return self.embedder(EmbedOptions(device=device, dtype=default_dtype(device),
-                                          weights_dir=Path(weights_dir) if weights_dir else None))
+        return self.embedder(_analysis_options(header["choices"]["device"], header.get("weights_dir")))
 
     def _op_analysis(self, header: dict, arrays: dict, progress: Progress, key: str) -> Reply:
         from revdistill.dashboard.analysis import Choices  # noqa: PLC0415
@@ -210,16 +204,16 @@ class Context:
         from revdistill.dashboard.timing import cached_speed, corpus_residues_to_embed, stored_records  # noqa: PLC0415
         from revdistill.experiment.pipeline import default_store_path  # noqa: PLC0415
 
-        embedder = self._analysis_embedder(header)
+        options = _analysis_options(header["choices"]["device"], header.get("weights_dir"))  # no model touched
         models, cache = tuple(header["choices"]["models"]), header.get("cache")
-        numerics = embedder.options.numerics()
+        numerics = options.numerics()
         stored = None
         if header.get("ids") is not None:
             path = default_store_path(_StoreIdentity(header["store_key"]), models, numerics, cache)
             in_store = stored_records(path)
             stored = [record_id in in_store for record_id in header["ids"]]
         records = [tuple(record) for record in header.get("records") or []]
-        corpus = corpus_residues_to_embed(models, header["choices"]["corpus"], header["choices"]["fit_on"], embedder,
+        corpus = corpus_residues_to_embed(models, header["choices"]["corpus"], header["choices"]["fit_on"], options,
                                           cache, records or None)
         device = header["choices"]["device"]
         speed = cached_speed(models, device, numerics, header["length"], threads=self._threads(device), cache=cache)
@@ -236,15 +230,22 @@ class Context:
 
     def _op_warm_up(self, header: dict, arrays: dict, progress: Progress, key: str) -> Reply:
         """Wait for UMAP's compilation (one low-priority thread per process, started on first use)."""
-        from revdistill.views.umap_engine import on_warm_up_done, start_warm_up  # noqa: PLC0415
+        from revdistill.views.umap_engine import start_warm_up, umap_ready  # noqa: PLC0415
 
-        start, done = time.monotonic(), threading.Event()
-        on_warm_up_done(done.set)
-        thread = start_warm_up()
-        while not done.wait(1.0):
-            if not thread.is_alive():
-                raise RuntimeError("the UMAP warm-up failed; see the service log")
+        start = time.monotonic()
+        start_warm_up().join()
+        if not umap_ready():
+            raise RuntimeError("the UMAP warm-up failed; see the service log")
         return {"seconds": float(time.monotonic() - start)}, {}
+
+
+def _analysis_options(device: str, weights_dir: str | None) -> Any:
+    """The settings the dashboard's work embeds with on ``device`` (the quick requests read them without
+    taking the device lock or loading a model)."""
+    from revdistill.esm.runner import EmbedOptions, default_dtype  # noqa: PLC0415
+
+    return EmbedOptions(device=device, dtype=default_dtype(device),
+                        weights_dir=Path(weights_dir) if weights_dir else None)
 
 
 class _StoreIdentity:
@@ -289,8 +290,3 @@ class _SharedEmbedder:
                 torch.set_num_threads(int(self.context.threads))
             self._embedder.options = self.options
             return self._embedder.embed(store, records, models, **keywords)
-
-
-def default_threads() -> int:
-    """One torch thread per job on a small machine (jobs run side by side), else half the cores."""
-    return max(1, (os.cpu_count() or 2) // 2)

@@ -140,11 +140,6 @@ class DashboardCompute:
         self._environment: Environment | None = None
         self._lock = threading.Lock()
 
-    @property
-    def remote(self) -> bool:
-        """True when the work runs in the server's compute service."""
-        return type(self.backend).__name__ == "ServiceCompute"
-
     def _common(self) -> dict[str, Any]:
         return {"cache": self.cache_dir, "weights_dir": self.weights_dir}
 

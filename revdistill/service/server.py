@@ -15,7 +15,6 @@ compiled once per server); nothing in the package sets it at import.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import threading
@@ -23,6 +22,7 @@ from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
 from typing import Any
 
+from revdistill.io.files import LockBusyError, file_lock
 from revdistill.service.jobs import OPERATIONS, Context
 from revdistill.service.protocol import (PROTOCOL, Cancelled, authkey, prepare_dir, receive, request_key, send,
                                          service_dir)
@@ -152,17 +152,6 @@ class _Server:
                 self.stop.set()
 
 
-def _hold_serve_lock(directory: Path):
-    """Take ``serve.lock`` for this process's lifetime; None if another service holds it."""
-    handle = open(directory / "serve.lock", "a")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        return None
-    return handle
-
-
 def serve(runtime_dir: str | Path | None = None, *, idle_timeout: float = 600.0, exit_after: float | None = None,
           workers: int = 2, threads: int | None = None) -> int:
     """Run the service in this process until a ``shutdown`` request (or ``exit_after`` s without jobs).
@@ -186,32 +175,34 @@ def serve(runtime_dir: str | Path | None = None, *, idle_timeout: float = 600.0,
         0, or 1 when another service already serves ``runtime_dir``.
     """
     directory = prepare_dir(service_dir(runtime_dir))
-    lock = _hold_serve_lock(directory)
-    if lock is None:
-        logger.warning("another service already serves %s", directory)
-        return 1
-    address = str(directory / "service.sock")
-    Path(address).unlink(missing_ok=True)  # stale: its service no longer holds serve.lock
-    server = _Server(directory, idle_timeout, exit_after, workers, threads)
-    key = authkey(directory)
-    with lock, Listener(address, family="AF_UNIX", backlog=128, authkey=key) as listener:
-        os.chmod(address, 0o600)
-        threading.Thread(target=server.watch_idle, daemon=True).start()
-        threading.Thread(target=_wake_on_stop, args=(server.stop, address, key), daemon=True).start()
-        logger.info("compute service %d serving %s", os.getpid(), address)
-        while not server.stop.is_set():
-            try:
-                connection = listener.accept()
-            except (OSError, EOFError) as error:  # includes a client failing the authkey challenge
-                logger.warning("refused a connection: %s", error)
-                continue
-            if server.stop.is_set():
-                connection.close()
-                break
-            threading.Thread(target=server.handle, args=(connection,), daemon=True).start()
-        server.scheduler.stop()
-        with server.context.device_lock:  # let a running embedding commit its last part
-            logger.info("compute service %d stops", os.getpid())
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(file_lock(directory / "serve.lock", wait=False))  # for this process's lifetime
+        except LockBusyError:
+            logger.warning("another service already serves %s", directory)
+            return 1
+        address = str(directory / "service.sock")
+        Path(address).unlink(missing_ok=True)  # stale: its service no longer holds serve.lock
+        server = _Server(directory, idle_timeout, exit_after, workers, threads)
+        key = authkey(directory)
+        with Listener(address, family="AF_UNIX", backlog=128, authkey=key) as listener:
+            os.chmod(address, 0o600)
+            threading.Thread(target=server.watch_idle, daemon=True).start()
+            threading.Thread(target=_wake_on_stop, args=(server.stop, address, key), daemon=True).start()
+            logger.info("compute service %d serving %s", os.getpid(), address)
+            while not server.stop.is_set():
+                try:
+                    connection = listener.accept()
+                except (OSError, EOFError) as error:  # includes a client failing the authkey challenge
+                    logger.warning("refused a connection: %s", error)
+                    continue
+                if server.stop.is_set():
+                    connection.close()
+                    break
+                threading.Thread(target=server.handle, args=(connection,), daemon=True).start()
+            server.scheduler.stop()
+            with server.context.device_lock:  # let a running embedding commit its last part
+                logger.info("compute service %d stops", os.getpid())
     return 0
 
 

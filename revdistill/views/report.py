@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-__all__ = ["LoadedResults", "load_results", "read_results_table", "report_html", "write_report", "results_folder",
+__all__ = ["LoadedResults", "load_results", "read_results_table", "report_html", "write_report",
            "results_figures", "REPORT_GENERATOR"]
 
 #: Marks a page written by :func:`write_report` (``revdistill report`` replaces only such a file).
@@ -100,18 +100,9 @@ def read_results_table(source: str | Path | bytes, name: str | None = None) -> p
                          f"(it has {list(table.columns)[:8]})")
     if table.empty:
         raise ValueError(f"{label} holds no rows")
-    for column in _TEXT_COLUMNS:
-        if column in table.columns:
-            text = table[column].astype(object)
-            table[column] = text.where(text.notna(), "").astype(str)
+    _text_columns(table)
     table["dim"] = table["dim"].astype(int)
     return table
-
-
-def results_folder(out_csv: str | Path) -> Path:
-    """The job's results folder beside a results table: ``<stem>.results/``."""
-    out_csv = Path(out_csv)
-    return out_csv.with_name(f"{out_csv.stem}.results")
 
 
 def load_results(source: str | Path | bytes, *, name: str | None = None, n_bootstrap: int = 1000, ci: float = 0.95,
@@ -144,11 +135,14 @@ def load_results(source: str | Path | bytes, *, name: str | None = None, n_boots
         csv = None if isinstance(source, bytes) else Path(source)
         name = name or (csv.name if csv is not None else "uploaded results")
         sources["table"] = str(csv) if csv is not None else name
-        if csv is not None and results_folder(csv).is_dir():
+        from revdistill.experiment.job import results_folder  # noqa: PLC0415
+
+        folder = None if csv is None else results_folder(csv)
+        if folder is not None and folder.is_dir():
             try:
-                _, variants = _job_results(results_folder(csv))
-                sources["variants"] = str(results_folder(csv))
-            except (ImportError, ValueError) as error:
+                _, variants = _job_results(folder)
+                sources["variants"] = str(folder)
+            except ValueError as error:
                 sources["variants"] = f"not used ({error})"
     paired = None
     if csv is not None and summary_path(csv).is_file():
@@ -172,18 +166,21 @@ def load_results(source: str | Path | bytes, *, name: str | None = None, n_boots
 
 
 def _job_results(folder: Path):
-    """The job's ``load_results`` (``revdistill.experiment.job``), when this version has it."""
-    try:
-        from revdistill.experiment.job import load_results as load_job  # noqa: PLC0415 - optional part
-    except ImportError:
-        raise ValueError(f"{folder} is a results folder, but this version of revdistill cannot read it; give the "
-                         f"results CSV instead") from None
+    """The table and per-assay predictions of a job's results folder
+    (:func:`revdistill.experiment.job.load_results`)."""
+    from revdistill.experiment.job import load_results as load_job  # noqa: PLC0415
+
     table, variants = load_job(folder)
+    _text_columns(table)
+    return table, variants
+
+
+def _text_columns(table: pd.DataFrame) -> None:
+    """Text columns as ``str`` with ``""`` for missing values (CSV round trips read empty cells as NaN)."""
     for column in _TEXT_COLUMNS:
         if column in table.columns:
             text = table[column].astype(object)
             table[column] = text.where(text.notna(), "").astype(str)
-    return table, variants
 
 
 def results_figures(loaded: LoadedResults, *, data_dir: str | Path | None = None, caption: str = ""):
