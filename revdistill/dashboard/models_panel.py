@@ -355,6 +355,8 @@ class ModelsPanel:
                                     progress=lambda f, m: post(f, f"{m} · {clock.describe(f)}"))
 
         def done(analysis: Any) -> None:
+            if fetch:  # before "Ready.": the catalogue shows the fetched assay on disk once the page says so
+                self.browser.mark_local(dms_id)
             self.progress.value, self.progress.bar_style = 1.0, "success"
             spent = sum(analysis.seconds.values())
             self.state.set_analysis(analysis)
@@ -368,7 +370,7 @@ class ModelsPanel:
                 self.progress.bar_style = "danger"
                 self.status.value = self.failed_status(dms_id or task.name, cancelled=cancel.is_set())
             self.update_compute()
-            if fetch:
+            if fetch and self.progress.bar_style != "success":  # fetched, then failed or cancelled
                 self.browser.mark_local(dms_id)
             self.update_estimate()
 
