@@ -184,12 +184,20 @@ class ProcessTable:
         return found
 
     def kernels(self, server: int) -> list[ProcessInfo]:
-        """The ipykernel processes the server ``server`` started."""
-        return [info for info in self.processes.values() if info.ppid == server and "ipykernel" in info.cmdline]
+        """The kernel processes the server ``server`` started."""
+        return [info for info in self.processes.values() if info.ppid == server and is_kernel(info.cmdline)]
 
     def matching(self, *parts: str) -> list[ProcessInfo]:
         """Processes whose command line contains every one of ``parts``."""
         return [info for info in self.processes.values() if all(part in info.cmdline for part in parts)]
+
+
+def is_kernel(cmdline: str) -> bool:
+    """Whether a command line is an IPython kernel's: ipykernel's launcher, or the served dashboard's
+    (``revdistill.dashboard.kernel``, which notebooks/voila.json's kernel spec manager starts)."""
+    from revdistill.dashboard.kernels import DASHBOARD_KERNEL_MODULE
+
+    return "ipykernel" in cmdline or DASHBOARD_KERNEL_MODULE in cmdline
 
 
 def machine_cpu_seconds() -> tuple[float, float]:

@@ -78,13 +78,16 @@ class ServiceClient:
         torch threads of an embedding job of a service started by this client.
     workers : int, default=2
         Jobs at once in a service started by this client.
+    warm_up : bool, default=False
+        A service started by this client compiles UMAP's code at once instead of on the first request for it
+        (a server operator's ``python -m revdistill.service start``; a kernel asks for it anyway).
     start_timeout : float, default=120
         Seconds to wait for a new service to accept connections.
     """
 
     def __init__(self, runtime_dir: str | Path | None = None, *, visitor: str | None = None,
                  idle_timeout: float = 600.0, exit_after: float | None = None, threads: int | None = None,
-                 workers: int = 2, start_timeout: float = 120.0) -> None:
+                 workers: int = 2, warm_up: bool = False, start_timeout: float = 120.0) -> None:
         if float(idle_timeout) <= 0:
             raise ValueError(f"idle_timeout={idle_timeout!r} must be a positive number of seconds")
         if exit_after is not None and float(exit_after) < float(idle_timeout):
@@ -96,7 +99,7 @@ class ServiceClient:
         self.directory = service_dir(runtime_dir)
         self.visitor = visitor or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.idle_timeout, self.exit_after, self.threads = float(idle_timeout), exit_after, threads
-        self.workers, self.start_timeout = int(workers), float(start_timeout)
+        self.workers, self.warm_up, self.start_timeout = int(workers), bool(warm_up), float(start_timeout)
 
     @property
     def log(self) -> Path:
@@ -192,6 +195,8 @@ class ServiceClient:
             command += ["--exit-after", str(float(self.exit_after))]
         if self.threads is not None:
             command += ["--threads", str(int(self.threads))]
+        if self.warm_up:
+            command.append("--warm-up")
         with open(self.log, "ab") as log:
             process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                        env=env, start_new_session=True)

@@ -130,8 +130,11 @@ class _Server:
         send(connection, {"type": "result", **reply}, reply_arrays)
 
     def status(self) -> dict[str, Any]:
+        from revdistill.views.umap_engine import umap_ready  # noqa: PLC0415
+
         context = self.context
-        return {"pid": os.getpid(), "loads": dict(context.loads), "loaded": context.loaded(),
+        return {"pid": os.getpid(), "umap_ready": umap_ready(), "loads": dict(context.loads),
+                "loaded": context.loaded(),
                 "computed": dict(context.computed), "requests": dict(context.requests),
                 "analyses": len(context.analyses),
                 "connections": self.connections, "peak_connections": self.peak_connections,
@@ -153,7 +156,7 @@ class _Server:
 
 
 def serve(runtime_dir: str | Path | None = None, *, idle_timeout: float = 600.0, exit_after: float | None = None,
-          workers: int = 2, threads: int | None = None) -> int:
+          workers: int = 2, threads: int | None = None, warm_up: bool = False) -> int:
     """Run the service in this process until a ``shutdown`` request (or ``exit_after`` s without jobs).
 
     Parameters
@@ -168,6 +171,10 @@ def serve(runtime_dir: str | Path | None = None, *, idle_timeout: float = 600.0,
         Jobs that run at once (a small one runs while a long one does).
     threads : int, optional
         torch threads of an embedding job.
+    warm_up : bool, default=False
+        Compile UMAP's code at once, in a low-priority thread (``python -m revdistill.service start``, which
+        ``make dashboard`` runs; numba's cache in the cache folder makes it quick after the first start);
+        ``status()["umap_ready"]`` says when it is done.
 
     Returns
     -------
@@ -189,6 +196,10 @@ def serve(runtime_dir: str | Path | None = None, *, idle_timeout: float = 600.0,
             os.chmod(address, 0o600)
             threading.Thread(target=server.watch_idle, daemon=True).start()
             threading.Thread(target=_wake_on_stop, args=(server.stop, address, key), daemon=True).start()
+            if warm_up:
+                from revdistill.views.umap_engine import start_warm_up  # noqa: PLC0415
+
+                start_warm_up()  # before the first visitor asks: a class meets a compiled UMAP
             logger.info("compute service %d serving %s", os.getpid(), address)
             while not server.stop.is_set():
                 try:

@@ -87,3 +87,66 @@ def test_a_kernel_shut_down_during_a_culling_round_is_skipped():
         asyncio.run(AsyncMappingKernelManager(cull_idle_timeout=10).cull_kernel_if_idle("gone"))
     assert asyncio.run(PoolAwareKernelManager(cull_idle_timeout=10).cull_kernel_if_idle("gone")) is None
 
+
+
+def _write_spec(folder, name: str, argv: list[str]) -> None:
+    import json
+
+    (folder / name).mkdir(parents=True)
+    (folder / name / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": name, "language": "python"}))
+
+
+def test_the_spec_manager_runs_ipykernel_specs_through_the_dashboard_kernel(tmp_path):
+    """An ipykernel spec keeps its interpreter and arguments and changes only its module; other specs are kept."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    from revdistill.dashboard.kernels import DASHBOARD_KERNEL_MODULE, DashboardKernelSpecManager
+
+    kernels = tmp_path / "kernels"
+    _write_spec(kernels, "py", ["/opt/py/bin/python", "-m", "ipykernel_launcher", "-f", "{connection_file}", "--x=1"])
+    _write_spec(kernels, "custom", ["/opt/py/bin/python", "-m", "mykernel", "-f", "{connection_file}"])
+    _write_spec(kernels, "other", ["/usr/bin/irkernel", "--connection", "{connection_file}"])
+    ours, theirs = (manager(kernel_dirs=[str(kernels)], ensure_native_kernel=False)
+                    for manager in (DashboardKernelSpecManager, KernelSpecManager))
+    assert ours.get_kernel_spec("py").argv == ["/opt/py/bin/python", "-m", DASHBOARD_KERNEL_MODULE, "-f",
+                                               "{connection_file}", "--x=1"]
+    for name in ("custom", "other"):
+        assert ours.get_kernel_spec(name).argv == theirs.get_kernel_spec(name).argv
+    native = DashboardKernelSpecManager().get_kernel_spec("python3")  # what Voila starts for dashboard.ipynb
+    assert native.argv[1:3] == ["-m", DASHBOARD_KERNEL_MODULE]
+
+
+@pytest.mark.slow
+def test_the_dashboard_kernel_skips_the_grammar_compilation_and_keeps_no_history():
+    """A kernel started through the spec manager imports plotly's FigureWidget (nbformat, jsonschema) without
+    compiling rfc3987_syntax's Lark grammars, still validates JSON schemas, and opens no history database; an
+    ordinary ipykernel pays for the grammars (so the skip is what makes the difference)."""
+    from jupyter_client.manager import KernelManager
+
+    from revdistill.dashboard.kernels import DashboardKernelSpecManager
+
+    code = ("import sys, plotly.graph_objects as go, jsonschema\n"
+            "go.FigureWidget()\n"
+            "jsonschema.validate({'a': 1}, {'type': 'object', 'properties': {'a': {'type': 'integer'}}})\n"
+            "try:\n    jsonschema.validate({'a': 'x'}, {'properties': {'a': {'type': 'integer'}}}); bad = 'accepted'\n"
+            "except jsonschema.ValidationError:\n    bad = 'refused'\n"
+            "print('GRAMMARS', sorted(m for m in ('lark', 'rfc3987_syntax') if sys.modules.get(m) is not None),"
+            " bad, get_ipython().history_manager.enabled)")
+    seen = {}
+    for name, spec_manager in (("dashboard", DashboardKernelSpecManager()), ("plain", None)):
+        manager = KernelManager(kernel_name="python3", transport="ipc",
+                                **({"kernel_spec_manager": spec_manager} if spec_manager else {}))
+        manager.start_kernel()
+        client = manager.client()
+        client.start_channels()
+        try:
+            client.wait_for_ready(timeout=60)
+            lines = []
+            client.execute_interactive(code, timeout=120, output_hook=lambda message: message["msg_type"] == "stream"
+                                       and lines.append(message["content"]["text"]))
+            seen[name] = "".join(lines).strip()
+        finally:
+            client.stop_channels()
+            manager.shutdown_kernel(now=True)
+    assert seen["dashboard"] == "GRAMMARS [] refused False", seen
+    assert seen["plain"] == "GRAMMARS ['lark', 'rfc3987_syntax'] refused True", seen
