@@ -5,7 +5,8 @@ The figures are :func:`revdistill.views.figures.scaling_figure` and
 and the notebooks draw, with the protocol and the ladders in the caption — each with a lower panel of
 the paired differences (RD − ESM-2, RD − naive; RD prefix − truncated). "Load results" shows a finished
 ``revdistill proteingym`` run instead (a results CSV or results folder under the data folders, or an
-uploaded CSV), read by :func:`revdistill.views.report.load_results`, so a cluster run is explored here.
+uploaded CSV), read in the compute service by :func:`revdistill.views.report.load_results`, so a cluster run
+is explored here without SciPy in the visitor's kernel.
 """
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ __all__ = ["ScalingPanel", "build_scaling_panel", "RESULTS_DIR_ENV"]
 
 #: A folder of finished results the "Load results" box may also read (besides the cache and ProteinGym folder).
 RESULTS_DIR_ENV = "REVDISTILL_RESULTS_DIR"
+#: The tables offered for download: (part, file name, link label).
+_TABLES = (("table", "revdistill-results.csv", "Download results (CSV)"),
+           ("summary", "revdistill-series.csv", "Download per-series summary (CSV)"),
+           ("paired", "revdistill-paired.csv", "Download paired differences (CSV)"))
 
 
 class ScalingPanel:
@@ -119,9 +124,12 @@ class ScalingPanel:
         return [Path(root).expanduser().resolve() for root in roots if root]
 
     def on_load_results(self, _button: Any = None) -> None:
-        """Show a finished run: the uploaded CSV, else the typed path (which must lie under :meth:`allowed_roots`)."""
-        from revdistill.views.report import load_results, results_figures  # noqa: PLC0415
+        """Show a finished run: the uploaded CSV, else the typed path (which must lie under :meth:`allowed_roots`).
 
+        The service reads it and recomputes what is missing
+        (:meth:`~revdistill.service.results.DashboardCompute.results`); the kernel gets figures and tables to show.
+        """
+        compute, data_dir = self.state.compute, self.state.options.proteingym_dir
         if self.results_upload.value:
             item = list(self.results_upload.value)[0]
             content = bytes(item["content"])
@@ -129,7 +137,7 @@ class ScalingPanel:
             if len(content) > limit:
                 raise ValueError(f"{item['name']} is {len(content) / 1e6:.1f} MB; the upload limit is "
                                  f"{limit / 1e6:.1f} MB")
-            loaded = load_results(content, name=item["name"])
+            loaded = compute.results(content=content, name=item["name"], data_dir=data_dir)
         else:
             text = self.results_path.value.strip()
             if not text:
@@ -141,21 +149,21 @@ class ScalingPanel:
                                  f"upload the CSV instead")
             if not path.exists():
                 raise ValueError(f"{text}: no such file or folder")
-            loaded = load_results(path)
+            loaded = compute.results(path=path, data_dir=data_dir)
+        import plotly.graph_objects as go  # noqa: PLC0415
+
         self.analysis, self.loaded = None, loaded
-        caption = loaded.caption() + "\n" + "; ".join(note.short for note in loaded.notes(self.state.options.cache_dir))
-        figures = results_figures(loaded, data_dir=self.state.options.proteingym_dir)
-        self._show(figures, caption, f"Loaded {loaded.name}: {len(loaded.table)} rows, {len(loaded.assays)} assay(s); "
-                   f"paired differences {loaded.sources['paired']}.",
-                   self._table_links(loaded.table, loaded.summary, loaded.paired))
+        links = " · ".join(download_link(loaded.csv[part].encode(), filename, "text/csv", label)
+                           for part, filename, label in _TABLES)
+        self._show(tuple(go.Figure(figure) for figure in loaded.figures), loaded.caption,
+                   f"Loaded {loaded.name}: {loaded.rows} rows, {loaded.n_assays} assay(s); "
+                   f"paired differences {loaded.sources['paired']}.", links)
 
     @staticmethod
     def _table_links(table: Any, summary: Any, paired: Any) -> str:
-        return " · ".join(download_link(frame.to_csv(index=False).encode(), filename, "text/csv", label)
-                          for frame, filename, label in (
-                              (table, "revdistill-results.csv", "Download results (CSV)"),
-                              (summary, "revdistill-series.csv", "Download per-series summary (CSV)"),
-                              (paired, "revdistill-paired.csv", "Download paired differences (CSV)")))
+        frames = {"table": table, "summary": summary, "paired": paired}
+        return " · ".join(download_link(frames[part].to_csv(index=False).encode(), filename, "text/csv", label)
+                          for part, filename, label in _TABLES)
 
     def on_prepare_html(self, _button: Any = None) -> None:
         """Offer both figures as one standalone HTML file (plotly.js inlined: works offline)."""

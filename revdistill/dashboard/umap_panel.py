@@ -15,7 +15,7 @@ import numpy as np
 from .data import color_options
 from .points import PointsFigure
 from .state import DashboardState
-from .widgets import hint, replace_widgets, section_title, subsample_note
+from .widgets import Throttle, hint, replace_widgets, section_title, subsample_note
 
 __all__ = ["UmapPanel", "build_umap_panel", "subspace_options", "color_values"]
 
@@ -241,7 +241,12 @@ class UmapPanel:
         def finally_() -> None:
             self.run_umap.disabled = False
 
-        self.state.run_task("Compute UMAP", lambda: compute.projection(analysis, key, "umap"), done,
+        def show_progress(fraction: float, message: str) -> None:
+            if self.run_umap.disabled and self.subspace.value == key:  # not after done(), nor for another subspace
+                self.status.value = f"{message} ({fraction:.0%}, {time.perf_counter() - start:.0f} s)"
+
+        post = Throttle(self.state, show_progress, interval=0.5)
+        self.state.run_task("Compute UMAP", lambda: compute.projection(analysis, key, "umap", progress=post), done,
                             finally_=finally_)
 
 

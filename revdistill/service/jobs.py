@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["Context", "OPERATIONS"]
 
 #: Operations a client may ask for (``status``, ``release``, ``shutdown`` and ``cancel`` are the server's own).
-OPERATIONS = ("embed", "environment", "analysis", "projection", "estimate", "calibrate", "warm_up")
+OPERATIONS = ("embed", "environment", "analysis", "projection", "estimate", "calibrate", "warm_up", "results")
 Progress = Callable[[float, str], None]
 Reply = tuple[dict[str, Any], dict[str, np.ndarray]]
 _KEPT_ANALYSES = 8
@@ -191,13 +191,35 @@ class Context:
         elif method == "cached_umap":
             coords = projection.cached_umap_view(values, cache_dir=folder)
         elif method == "umap":
-            coords = projection.umap_view(values, cache_dir=folder)
+            coords = projection.umap_view(values, cache_dir=folder, progress=progress)
         else:
             raise ValueError(f"method={method!r} must be 'pca', 'umap' or 'cached_umap'")
         progress(1.0, "done")
         reply = {"n_points": int(values.shape[0]), "n_dims": int(values.shape[1]), "found": coords is not None,
                  "note": projection.umap_note(values.shape[0]) if method != "pca" else ""}
         return reply, ({} if coords is None else {"coords": np.asarray(coords)})
+
+    def _op_results(self, header: dict, arrays: dict, progress: Progress, key: str) -> Reply:
+        """A finished benchmark (a results CSV or folder by path, or an uploaded CSV's bytes) as the scaling panel
+        shows it: both figures as plotly JSON, the caption, where each part came from, and the three tables as CSV
+        (:func:`revdistill.views.report.load_results` reads it; its bootstrap runs here, not in a kernel)."""
+        import plotly.io as pio  # noqa: PLC0415
+
+        from revdistill.views.report import load_results, results_figures  # noqa: PLC0415
+
+        progress(0.0, "reading the results")
+        if "content" in arrays:
+            loaded = load_results(np.asarray(arrays["content"], dtype=np.uint8).tobytes(), name=header["name"])
+        else:
+            loaded = load_results(Path(header["path"]))
+        notes = "; ".join(note.short for note in loaded.notes(header.get("cache")))
+        figures = results_figures(loaded, data_dir=header.get("data_dir"))
+        progress(1.0, "done")
+        return {"name": loaded.name, "rows": len(loaded.table), "n_assays": len(loaded.assays),
+                "sources": dict(loaded.sources), "caption": loaded.caption() + "\n" + notes,
+                "figures": [pio.to_json(figure, validate=False) for figure in figures],
+                "csv": {part: frame.to_csv(index=False) for part, frame in
+                        (("table", loaded.table), ("summary", loaded.summary), ("paired", loaded.paired))}}, {}
 
     def _op_estimate(self, header: dict, arrays: dict, progress: Progress, key: str) -> Reply:
         """What Compute has to embed: records already stored, corpus residues, the speed measured before."""

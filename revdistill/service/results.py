@@ -18,7 +18,7 @@ import numpy as np
 
 from revdistill.service.protocol import decode_frame, encode_task
 
-__all__ = ["AnalysisResult", "DashboardCompute", "Environment", "LadderInfo", "Projection", "SpeedInfo"]
+__all__ = ["AnalysisResult", "DashboardCompute", "Environment", "LadderInfo", "LoadedRun", "Projection", "SpeedInfo"]
 
 Progress = Callable[[float, str], None]
 
@@ -113,6 +113,36 @@ class Projection:
 
 
 @dataclass(frozen=True)
+class LoadedRun:
+    """A finished benchmark as the scaling panel shows it (read in the service by
+    :func:`revdistill.views.report.load_results`).
+
+    Attributes
+    ----------
+    name : str
+        The table's file name (or the upload's).
+    rows, n_assays : int
+        Rows of the results table and assays in it.
+    sources : dict of str to str
+        Where each part came from (``table``, ``paired``, ``variants``).
+    caption : str
+        What the table holds, the ids that produced it and its deviations from the released method.
+    figures : tuple of dict
+        The scaling figures (by size, by prefix), each with its paired panel, as plotly figure dicts.
+    csv : dict of str to str
+        ``table``, ``summary`` (per series) and ``paired`` (paired differences) as CSV text.
+    """
+
+    name: str
+    rows: int
+    n_assays: int
+    sources: dict[str, str]
+    caption: str
+    figures: tuple[dict[str, Any], ...]
+    csv: dict[str, str]
+
+
+@dataclass(frozen=True)
 class SpeedInfo:
     """What an estimate needs from the service: stored records, corpus residues, a measured speed."""
 
@@ -195,9 +225,43 @@ class DashboardCompute:
         header = {**self._common(), "choices": dataclasses.asdict(choices), "length": int(round(length))}
         return _speed(self.backend("calibrate", header)[0]["speed"])
 
+    def results(self, *, path: str | Path | None = None, content: bytes | None = None, name: str | None = None,
+                data_dir: str | Path | None = None, progress: Progress | None = None,
+                cancel: threading.Event | None = None) -> LoadedRun:
+        """A finished benchmark: the results CSV or folder at ``path`` (read by the service) or an uploaded CSV's
+        ``content`` (named ``name``); ``data_dir`` is the ProteinGym folder the zero-shot reference comes from."""
+        import json  # noqa: PLC0415
+
+        if (path is None) == (content is None):
+            raise ValueError("give either path= or content= (an uploaded results CSV)")
+        header = {**self._common(), "path": None if path is None else str(path), "name": name,
+                  "data_dir": None if data_dir is None else str(data_dir)}
+        arrays = {} if content is None else {"content": np.frombuffer(content, dtype=np.uint8)}
+        reply, _ = self.backend("results", header, arrays, progress=progress, cancel=cancel)
+        return LoadedRun(name=str(reply["name"]), rows=int(reply["rows"]), n_assays=int(reply["n_assays"]),
+                         sources=dict(reply["sources"]), caption=str(reply["caption"]),
+                         figures=tuple(_typed_arrays(json.loads(text)) for text in reply["figures"]),
+                         csv=dict(reply["csv"]))
+
     def warm_up(self) -> float:
         """Compile UMAP in the service (once per server); returns the seconds it took (0 when ready)."""
         return float(self.backend("warm_up", {})[0]["seconds"])
+
+
+def _typed_arrays(value: Any) -> Any:
+    """``value`` (a plotly figure's JSON) with plotly's typed-array entries (``{"dtype", "bdata"[, "shape"]}``,
+    base64 of the array's bytes, as plotly writes numpy arrays) turned back into numpy arrays, bit for bit."""
+    if isinstance(value, dict):
+        if set(value) in ({"dtype", "bdata"}, {"dtype", "bdata", "shape"}) and isinstance(value["bdata"], str):
+            import base64  # noqa: PLC0415
+
+            array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+            shape = value.get("shape")
+            return array.reshape([int(part) for part in str(shape).split(",")]) if shape else array
+        return {key: _typed_arrays(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_typed_arrays(item) for item in value]
+    return value
 
 
 def _speed(values: Mapping[str, Any] | None) -> Any:

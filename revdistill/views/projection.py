@@ -21,7 +21,8 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+import re
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -189,11 +190,44 @@ def umap_note(n_samples: int, fit_sample: int | None = DEFAULT_FIT_SAMPLE, rando
             f"the other {n_samples - fit_sample:,} placed by transform")
 
 
+class _EpochProgress:
+    """The file umap-learn's epoch progress bar (``tqdm_kwds``) writes to: each ``"<n>/<total>"`` it writes
+    becomes ``progress(fraction, message)``, the fraction mapped onto ``[start, end]``. An exception ``progress``
+    raises (a cancelled job) leaves the epoch loop, so a UMAP stops within one epoch."""
+
+    _COUNT = re.compile(r"(\d+)/(\d+)")
+
+    def __init__(self, progress: Callable[[float, str], None], start: float, end: float, label: str) -> None:
+        self.progress, self.start, self.end, self.label = progress, start, end, label
+
+    def write(self, text: str) -> None:
+        found = self._COUNT.findall(text)
+        if found:
+            done, total = (int(value) for value in found[-1])
+            share = done / total if total else 1.0
+            self.progress(self.start + (self.end - self.start) * share, f"{self.label}: epoch {done} of {total}")
+
+    def flush(self) -> None:
+        return None
+
+
 def _fit_umap(array: np.ndarray, n_neighbors: int, min_dist: float, random_state: int,
-              fit_rows: np.ndarray | None = None) -> np.ndarray:
-    """Fit UMAP on ``array`` (or on its ``fit_rows``, placing the others by ``transform``); 2-D float32."""
+              fit_rows: np.ndarray | None = None,
+              progress: Callable[[float, str], None] | None = None) -> np.ndarray:
+    """Fit UMAP on ``array`` (or on its ``fit_rows``, placing the others by ``transform``); 2-D float32.
+
+    ``progress(fraction, message)``, when given, hears of the neighbour graph (0), the layout's epochs (10% to
+    90% of a subsample fit, to 100% of a whole fit; at most twice a second) and the placing of the other rows'
+    epochs (90% to 100%).
+    """
     umap = _import_umap()
     fitted = array if fit_rows is None else array[fit_rows]
+    epochs = None if progress is None else _EpochProgress(progress, 0.1, 1.0 if fit_rows is None else 0.9,
+                                                          "UMAP layout")
+    bar = {} if epochs is None else {"tqdm_kwds": {"disable": False, "file": epochs, "bar_format": "{n}/{total}",
+                                                   "mininterval": 0.5}}
+    if progress is not None:
+        progress(0.0, f"UMAP: neighbour graph of {fitted.shape[0]:,} points")
     reducer = umap.UMAP(
         n_components=2,
         n_neighbors=min(n_neighbors, fitted.shape[0] - 1),
@@ -201,11 +235,14 @@ def _fit_umap(array: np.ndarray, n_neighbors: int, min_dist: float, random_state
         random_state=random_state,
         n_jobs=1,
         low_memory=True,
+        **bar,
     )
     embedding = np.asarray(reducer.fit_transform(fitted), dtype=np.float32)
     if fit_rows is None:
         return embedding
     rest = np.setdiff1d(np.arange(array.shape[0]), fit_rows, assume_unique=True)
+    if epochs is not None:  # transform runs epochs of its own through the same bar
+        epochs.start, epochs.end, epochs.label = 0.9, 1.0, f"UMAP: placing the other {rest.size:,} points"
     coords = np.empty((array.shape[0], 2), dtype=np.float32)
     coords[fit_rows] = embedding
     coords[rest] = np.asarray(reducer.transform(array[rest]), dtype=np.float32)
@@ -223,6 +260,7 @@ def umap_view(
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
     fit: bool = True,
+    progress: Callable[[float, str], None] | None = None,
 ) -> np.ndarray | None:
     """UMAP coordinates of ``values``, read from or written to an on-disk cache.
 
@@ -248,6 +286,9 @@ def umap_view(
         Read and write the cache.
     fit : bool, default=True
         Fit when the cache has no result; ``False`` returns None instead (see :func:`cached_umap_view`).
+    progress : callable, optional
+        ``progress(fraction, message)`` during a fit: the neighbour graph, each layout epoch, the placing of
+        the rows outside a subsample; an exception it raises stops the fit (nothing is cached).
 
     Returns
     -------
@@ -270,7 +311,7 @@ def umap_view(
     if pca_dims is not None and array.shape[1] > pca_dims:
         reduced = pca_view(array, n_components=pca_dims)
     start = time.perf_counter()
-    coords = _fit_umap(reduced.astype(np.float32), n_neighbors, min_dist, random_state, fit_rows)
+    coords = _fit_umap(reduced.astype(np.float32), n_neighbors, min_dist, random_state, fit_rows, progress)
     logger.info("UMAP of %d x %d took %.1f s", *array.shape, time.perf_counter() - start)
     if use_cache:
         save_npz(path, {"coords": coords})  # atomic: safe for concurrent kernels

@@ -1,5 +1,7 @@
-"""A kernel served by Voila holds widgets and figures only: after a full compute, a UMAP and a landscape, none
-of the compute libraries is in its ``sys.modules`` (the compute service did the work)."""
+"""A kernel served by Voila holds widgets and figures only: after a full compute, a UMAP, a landscape and "Load
+results" of a results CSV, none of the compute libraries is in its ``sys.modules`` (the compute service did the
+work, the results' bootstrap included), and it is the lean dashboard kernel (revdistill.dashboard.kernel) that
+notebooks/voila.json asks for."""
 from __future__ import annotations
 
 import html
@@ -35,9 +37,16 @@ app.models.upload.value = ({{"name": csv.name, "type": "text/csv", "size": csv.s
 app.models.on_compute()
 app.umap.subspace.value = "block:tiny-64"
 app.umap.on_run_umap()
-report = {{"errors": [record.message for record in app.state.errors], "status": app.models.status.value,
+results = app.state.analysis.table.to_csv(index=False).encode()  # "Load results" of an uploaded results CSV
+app.scaling.results_upload.value = ({{"name": "run.csv", "type": "text/csv", "size": len(results),
+                                     "content": memoryview(results), "last_modified": datetime.now(timezone.utc)}},)
+app.scaling.on_load_results()
+report = {{"loaded": app.scaling.status.value,
+           "errors": [record.message for record in app.state.errors], "status": app.models.status.value,
            "umap": app.umap.status.value, "landscape": app.landscape.message.value,
-           "heavy": [name for name in {heavy!r} if name in sys.modules]}}
+           "heavy": [name for name in {heavy!r} if name in sys.modules],
+           "grammars": [name for name in ("lark", "rfc3987_syntax") if sys.modules.get(name) is not None],
+           "kernel": sys.argv[0]}}
 print("REPORT" + json.dumps(report) + "END")
 '''
 
@@ -72,4 +81,7 @@ def test_a_served_kernel_holds_no_compute_library_after_compute_umap_and_landsca
     report = json.loads(found.group(1))
     assert report["errors"] == [] and report["status"].endswith("Ready."), report
     assert "UMAP of 200 points" in report["umap"] and "cells over" in report["landscape"], report
+    assert "Loaded run.csv" in report["loaded"] and "recomputed" in report["loaded"], report
     assert report["heavy"] == [], f"compute libraries in a served kernel: {report['heavy']}"
+    # voila.json's kernel spec manager started it through revdistill.dashboard.kernel (no IRI grammars compiled)
+    assert report["kernel"].endswith("revdistill/dashboard/kernel.py") and report["grammars"] == [], report

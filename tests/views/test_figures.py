@@ -121,3 +121,39 @@ def test_lower_panel_shows_the_paired_differences_with_bands_and_zero_line():
                                                "RD prefix − largest ESM-2 truncated"]
     np.testing.assert_allclose(lower[1].x, truncated.sort_values("dim")["dim"])
     np.testing.assert_allclose(lower[1].y, truncated.sort_values("dim")["delta"])
+
+
+def test_load_results_through_the_compute_service_draws_the_same_figures_bit_for_bit():
+    """The dashboard's "Load results" asks the service (DashboardCompute.results): its figures, sent as plotly
+    JSON with base64 typed arrays, decode to exactly the arrays drawn in this process."""
+    import io
+
+    import plotly.graph_objects as go
+
+    from revdistill.service.client import LocalCompute
+    from revdistill.service.results import DashboardCompute
+    from revdistill.views.report import load_results, results_figures
+
+    content = fake_results().to_csv(index=False).encode()
+    here = results_figures(load_results(content, name="run.csv"))
+    run = DashboardCompute(LocalCompute()).results(content=content, name="run.csv")
+    assert (run.name, run.n_assays, run.rows) == ("run.csv", 6, len(fake_results()))
+    assert run.sources["paired"].startswith("recomputed")
+    compared = 0
+    for drawn, sent in zip(here, run.figures, strict=True):
+        served = go.Figure(sent)
+        assert [trace.name for trace in served.data] == [trace.name for trace in drawn.data]
+        for ours, theirs in zip(drawn.data, served.data):
+            for key in ("x", "y", "customdata"):
+                if ours[key] is None:
+                    assert theirs[key] is None
+                    continue
+                expected, got = np.asarray(ours[key]), np.asarray(theirs[key])
+                assert got.shape == expected.shape and np.array_equal(got, expected), (ours.name, key)
+                # floats keep their dtype; plotly stores integers in the smallest type that holds them
+                assert got.dtype == expected.dtype or got.dtype.kind == expected.dtype.kind == "i", (ours.name, key)
+                compared += 1
+        assert served.layout.title.text == drawn.layout.title.text
+    assert compared > 20
+    paired = pd.read_csv(io.StringIO(run.csv["paired"]))
+    assert {"comparison", "dim", "delta", "ci_low", "ci_high"} <= set(paired.columns) and len(paired) > 0

@@ -129,3 +129,32 @@ def test_warm_up_then_umap_is_deterministic_and_cached(points, tmp_path):
     again = project.umap_view(points, cache_dir=tmp_path / "fresh", n_neighbors=10)
     assert_allclose(first, again)  # same seed, same input -> same layout
     assert_allclose(project.umap_view(points, cache_dir=tmp_path, n_neighbors=10), first)
+
+
+@pytest.mark.slow
+def test_umap_progress_reports_the_epochs_and_a_raise_stops_the_fit(points, tmp_path):
+    """Real umap-learn: progress hears the neighbour graph, then the layout's epochs (10% to 90%), then the
+    epochs placing the rows outside a subsample fit (90% to 100%), in order; the coordinates are those of a fit
+    without progress. An exception from progress (a cancelled service job) stops the fit and caches nothing."""
+    heard: list[tuple[float, str]] = []
+    plain = project.umap_view(points, cache_dir=tmp_path / "plain", n_neighbors=10, fit_sample=150)
+    coords = project.umap_view(points, cache_dir=tmp_path / "told", n_neighbors=10, fit_sample=150,
+                               progress=lambda fraction, message: heard.append((fraction, message)))
+    assert_allclose(coords, plain)
+    assert heard[0] == (0.0, "UMAP: neighbour graph of 150 points")
+    fractions = [fraction for fraction, _ in heard]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    layout = [fraction for fraction, message in heard if message.startswith("UMAP layout: epoch")]
+    placing = [fraction for fraction, message in heard if message.startswith("UMAP: placing the other 50 points")]
+    assert layout and all(0.1 <= f <= 0.9 for f in layout) and layout[-1] == pytest.approx(0.9)
+    assert placing and all(0.9 <= f <= 1.0 for f in placing)
+
+    from revdistill.service.protocol import Cancelled  # what a cancelled service job's progress raises
+
+    def stop_in_the_layout(fraction: float, message: str) -> None:
+        if message.startswith("UMAP layout: epoch"):
+            raise Cancelled(message)
+
+    with pytest.raises(Cancelled, match="UMAP layout: epoch"):
+        project.umap_view(points, cache_dir=tmp_path / "stopped", n_neighbors=10, progress=stop_in_the_layout)
+    assert not list((tmp_path / "stopped").glob("umap-*.npz"))
