@@ -9,7 +9,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8866
-# Preheated kernels: two per core, at most 8 (a visitor's kernel holds widgets only: ~4 CPU-s, ~130 MB PSS).
+# Preheated kernels: two per core, at most 8 (a visitor's kernel holds widgets only: ~1.3 CPU-s and ~110 MB PSS ready,
+# ~2.7 CPU-s after its visitor's Compute; revdistill.dashboard.kernel).
 POOL ?= $(shell n=$$(nproc 2>/dev/null || echo 2); n=$$((2 * n)); if [ $$n -gt 8 ]; then n=8; fi; echo $$n)
 STAMP := $(VENV)/.revdistill-installed
 # revdistill's Voila template (no CDN requests; revdistill.dashboard.serving.TEMPLATE) lives in the package.

@@ -18,7 +18,8 @@ Three server settings in ``notebooks/voila.json`` belong here too. Voila renders
 executor collects while the kernel runs the notebook, and nbclient waits only ``iopub_timeout`` seconds (4 by
 default) for a cell's outputs after the kernel says the cell ran: on a loaded server the app's display came
 later, was dropped, and the visitor got a page without the app (tests/test_soak.py: 7 of 12 visitors, the
-log saying "Timeout waiting for IOPub output"); ``VoilaExecutor.iopub_timeout`` is 120 s.
+log saying "Timeout waiting for IOPub output"); ``VoilaExecutor.iopub_timeout`` is 600 s (at 120 s, thirty
+visitors over a minute on 2 cores still lost 3 pages this way: the outputs of a starved kernel took longer).
 Voila's XSRF check is off (``Voila.tornado_settings.disable_check_xsrf``): Voila 0.5 never sets the ``_xsrf``
 cookie, so the shutdown request a page sends when its visitor leaves was refused (403, voila#1458) and every
 kernel waited for the idle culler (300 s); the server has no login, so the check guarded nothing else a page
