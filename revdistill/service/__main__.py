@@ -1,6 +1,7 @@
 """``python -m revdistill.service serve|start|status|stop [--dir D] ...``: the compute service from a shell.
 
-``start`` starts a service unless one runs (and prints its status); a service it starts compiles UMAP's code at
+``start`` starts a service unless one runs (and prints its status), replacing one that runs another checkout's
+or version's code (its status names its package folder); a service it starts compiles UMAP's code at
 once, so the first visitor of a served dashboard meets a warm one (``status`` says ``"umap_ready"``).
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 import sys
 from typing import Sequence
 
-from revdistill.service.protocol import SERVICE_ENV
+from revdistill.service.protocol import SERVICE_ENV, package_root
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,11 +38,34 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     client = ServiceClient(args.dir, idle_timeout=args.idle_timeout, exit_after=args.exit_after,
                            threads=args.threads, workers=args.workers, warm_up=args.command == "start")
-    if args.command in ("status", "start"):
+    if args.command == "start":
+        status = client.status()
+        if status.get("code") != package_root():  # a service of another checkout or version: stale code
+            print(f"replacing the compute service {status.get('pid')} in {client.directory}: it runs revdistill "
+                  f"from {status.get('code', 'an older version')}, this is {package_root()}", file=sys.stderr)
+            client.shutdown()
+            _wait_gone(status.get("pid"))
+        print(json.dumps(client.status(), indent=1))
+        return 0
+    if args.command == "status":
         print(json.dumps(client.status(), indent=1))
         return 0
     print("stopped" if client.shutdown() else "no service was running")
     return 0
+
+
+def _wait_gone(pid: int | None, timeout: float = 60.0) -> None:
+    """Wait until process ``pid`` has exited (a stopped service lets its running embedding commit first)."""
+    import os  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    deadline = time.monotonic() + timeout
+    while pid and time.monotonic() < deadline:
+        try:
+            os.kill(int(pid), 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.1)
 
 
 if __name__ == "__main__":

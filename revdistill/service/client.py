@@ -151,14 +151,21 @@ class ServiceClient:
         return self.request("release")[0]
 
     def shutdown(self) -> bool:
-        """Stop the service if one runs; True if one was stopped."""
-        try:
-            connection = self._connect()
-        except _UNREACHABLE:
+        """Stop the service if one runs; True if one was stopped.
+
+        Waits for a service another client is starting (``start.lock``), so that one is stopped too rather than
+        left running after this call.
+        """
+        if not self.directory.is_dir():
             return False
-        with connection:
-            send(connection, {"op": "shutdown", "protocol": PROTOCOL})
-            receive(connection)
+        with file_lock(self.directory / "start.lock"):
+            try:
+                connection = self._connect()
+            except _UNREACHABLE:
+                return False
+            with connection:
+                send(connection, {"op": "shutdown", "protocol": PROTOCOL})
+                receive(connection)
         return True
 
     # -------------------------------------------------------------------- internals

@@ -25,8 +25,8 @@ from typing import Any, Mapping
 import numpy as np
 
 __all__ = ["SERVICE_ENV", "PROTOCOL", "Cancelled", "ServiceError", "service_dir", "prepare_dir", "authkey",
-           "send", "receive", "encode_frame", "decode_frame", "encode_task", "decode_task", "request_key",
-           "raise_remote"]
+           "package_root", "send", "receive", "encode_frame", "decode_frame", "encode_task", "decode_task",
+           "request_key", "raise_remote"]
 
 #: Environment variable naming the service's runtime folder.
 SERVICE_ENV = "REVDISTILL_SERVICE_DIR"
@@ -44,6 +44,12 @@ class ServiceError(RuntimeError):
 
 class Cancelled(RuntimeError):  # noqa: N818 - the wire's error_type; CancelledError is asyncio's
     """The job was cancelled by every visitor who asked for it (raised at a progress point)."""
+
+
+def package_root() -> str:
+    """The folder of the revdistill package this process runs (a service reports it in its status, so that
+    ``python -m revdistill.service start`` from another checkout or version replaces it)."""
+    return str(Path(__file__).resolve().parents[1])
 
 
 def service_dir(runtime_dir: str | Path | None = None) -> Path:

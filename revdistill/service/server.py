@@ -24,8 +24,8 @@ from typing import Any
 
 from revdistill.io.files import LockBusyError, file_lock
 from revdistill.service.jobs import OPERATIONS, Context
-from revdistill.service.protocol import (PROTOCOL, Cancelled, authkey, prepare_dir, receive, request_key, send,
-                                         service_dir)
+from revdistill.service.protocol import (PROTOCOL, Cancelled, authkey, package_root, prepare_dir, receive,
+                                         request_key, send, service_dir)
 from revdistill.service.scheduler import Job, Scheduler
 
 logger = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ class _Server:
         from revdistill.views.umap_engine import umap_ready  # noqa: PLC0415
 
         context = self.context
-        return {"pid": os.getpid(), "umap_ready": umap_ready(), "loads": dict(context.loads),
+        return {"pid": os.getpid(), "code": package_root(), "umap_ready": umap_ready(), "loads": dict(context.loads),
                 "loaded": context.loaded(),
                 "computed": dict(context.computed), "requests": dict(context.requests),
                 "analyses": len(context.analyses),

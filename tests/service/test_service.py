@@ -205,3 +205,38 @@ def test_a_killed_service_gives_one_clear_error_and_the_next_request_restarts_it
     reply, _ = client.request("embed", header)             # a new service; committed parts are kept
     assert 0 < reply["added"] < 60 and client.status()["pid"] != first
     assert len(EmbeddingStore(tmp_path / "s.h5")) == 60
+
+
+@pytest.mark.slow
+def test_start_replaces_a_service_running_another_checkouts_code(tmp_path):
+    """`python -m revdistill.service start` finds a service of another checkout (an older clone, another version)
+    serving the same folder: it says so, stops it and starts one of this code; `status` then names this package."""
+    import subprocess
+    import sys
+
+    from revdistill.service.protocol import package_root
+
+    other = tmp_path / "other-checkout"
+    shutil.copytree(package_root(), other / "revdistill", ignore=shutil.ignore_patterns("__pycache__"))
+    directory = tmp_path / "svc"
+    env = {**os.environ, "PYTHONPATH": str(other)}
+    old = subprocess.Popen([sys.executable, "-m", "revdistill.service", "serve", "--dir", str(directory)], env=env,
+                           cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    client = ServiceClient(directory)
+    try:
+        deadline = time.monotonic() + 120
+        while not (directory / "service.sock").exists():
+            assert time.monotonic() < deadline and old.poll() is None, "the other checkout's service did not start"
+            time.sleep(0.2)
+        assert client.status()["code"] == str(other / "revdistill")
+        started = subprocess.run([sys.executable, "-m", "revdistill.service", "start", "--dir", str(directory)],
+                                 capture_output=True, text=True, timeout=300)
+        assert started.returncode == 0, started.stderr
+        assert f"it runs revdistill from {other / 'revdistill'}, this is {package_root()}" in started.stderr
+        assert old.wait(timeout=60) == 0  # the stale service stopped
+        status = client.status()
+        assert status["code"] == package_root() and status["pid"] != old.pid
+    finally:
+        client.shutdown()
+        if old.poll() is None:
+            old.kill()
