@@ -153,6 +153,23 @@ class _Server:
             if self.exit_after is not None and idle >= self.exit_after:
                 logger.info("no job for %.0f s: the service stops", idle)
                 self.stop.set()
+            if not (self.directory / "service.sock").exists() and not self.stop.is_set():
+                self._exit_orphaned()
+
+    def _exit_orphaned(self) -> None:
+        """Stop once the socket file is gone (its runtime folder removed): no client can reach this service again,
+        and the next client starts another (:func:`_wake_on_stop` then finds no socket and ends the process)."""
+        logger.warning("%s was removed: no client can reach this service; it stops", self.directory / "service.sock")
+        self.stop.set()
+
+    def exit_unreachable(self) -> None:
+        """End the process when ``accept()`` cannot be woken (the socket file is gone): after a running embedding
+        has committed its part, at once."""
+        self.scheduler.stop()
+        with self.context.device_lock:
+            logger.info("compute service %d stops", os.getpid())
+            logging.shutdown()
+            os._exit(0)
 
 
 def serve(runtime_dir: str | Path | None = None, *, idle_timeout: float = 600.0, exit_after: float | None = None,
@@ -195,7 +212,7 @@ def serve(runtime_dir: str | Path | None = None, *, idle_timeout: float = 600.0,
         with Listener(address, family="AF_UNIX", backlog=128, authkey=key) as listener:
             os.chmod(address, 0o600)
             threading.Thread(target=server.watch_idle, daemon=True).start()
-            threading.Thread(target=_wake_on_stop, args=(server.stop, address, key), daemon=True).start()
+            threading.Thread(target=_wake_on_stop, args=(server, address, key), daemon=True).start()
             if warm_up:
                 from revdistill.views.umap_engine import start_warm_up  # noqa: PLC0415
 
@@ -217,11 +234,16 @@ def serve(runtime_dir: str | Path | None = None, *, idle_timeout: float = 600.0,
     return 0
 
 
-def _wake_on_stop(stop: threading.Event, address: str, key: bytes) -> None:
-    """Unblock ``listener.accept()`` once ``stop`` is set (a connection to ourselves)."""
-    stop.wait()
-    with contextlib.suppress(OSError, EOFError):
+def _wake_on_stop(server: _Server, address: str, key: bytes) -> None:
+    """Unblock ``listener.accept()`` once ``server.stop`` is set (a connection to ourselves); when the socket file
+    is gone (the runtime folder was removed, even just after a shutdown request), nothing can wake it: the
+    process ends here."""
+    server.stop.wait()
+    try:
         Client(address, family="AF_UNIX", authkey=key).close()
+    except (OSError, EOFError):
+        if not Path(address).exists():
+            server.exit_unreachable()
 
 
 def configure_process(cache: str | Path | None = None) -> None:

@@ -240,3 +240,33 @@ def test_start_replaces_a_service_running_another_checkouts_code(tmp_path):
         client.shutdown()
         if old.poll() is None:
             old.kill()
+
+
+def test_a_service_whose_folder_was_removed_exits(tmp_path):
+    """Removing a service's runtime folder (a cleaned cache, a test's temporary folder) leaves no service behind,
+    also when it comes right after a shutdown request (whose wake-up connection then finds no socket): nothing
+    could reach it again, so it exits within a few seconds instead of running forever."""
+    for stop_first in (False, True):  # removed while serving; removed right after a shutdown request
+        directory = tmp_path / f"svc-{stop_first}"
+        client = ServiceClient(directory)
+        pid = client.status()["pid"]
+        if stop_first:
+            client.shutdown()
+        shutil.rmtree(directory)
+        deadline = time.monotonic() + 30
+        while not _exited(pid):
+            assert time.monotonic() < deadline, f"service {pid} still runs 30 s after its folder was removed"
+            time.sleep(0.2)
+
+
+def _exited(pid: int) -> bool:
+    """Whether process ``pid`` has exited (reaped here when it is this process's child, as a service started by a
+    client in this process is)."""
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] == pid
+    except ChildProcessError:  # not our child
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
