@@ -43,8 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if status.get("code") != package_root():  # a service of another checkout or version: stale code
             print(f"replacing the compute service {status.get('pid')} in {client.directory}: it runs revdistill "
                   f"from {status.get('code', 'an older version')}, this is {package_root()}", file=sys.stderr)
-            client.shutdown()
-            _wait_gone(status.get("pid"))
+            client.shutdown()  # the next request waits for it to go (serve.lock), then starts this code's service
         print(json.dumps(client.status(), indent=1))
         return 0
     if args.command == "status":
@@ -52,20 +51,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     print("stopped" if client.shutdown() else "no service was running")
     return 0
-
-
-def _wait_gone(pid: int | None, timeout: float = 60.0) -> None:
-    """Wait until process ``pid`` has exited (a stopped service lets its running embedding commit first)."""
-    import os  # noqa: PLC0415
-    import time  # noqa: PLC0415
-
-    deadline = time.monotonic() + timeout
-    while pid and time.monotonic() < deadline:
-        try:
-            os.kill(int(pid), 0)
-        except (ProcessLookupError, PermissionError):
-            return
-        time.sleep(0.1)
 
 
 if __name__ == "__main__":

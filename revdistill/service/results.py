@@ -8,7 +8,9 @@ one subspace). Importing this module imports numpy and pandas only.
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,8 +232,6 @@ class DashboardCompute:
                 cancel: threading.Event | None = None) -> LoadedRun:
         """A finished benchmark: the results CSV or folder at ``path`` (read by the service) or an uploaded CSV's
         ``content`` (named ``name``); ``data_dir`` is the ProteinGym folder the zero-shot reference comes from."""
-        import json  # noqa: PLC0415
-
         if (path is None) == (content is None):
             raise ValueError("give either path= or content= (an uploaded results CSV)")
         header = {**self._common(), "path": None if path is None else str(path), "name": name,
@@ -253,8 +253,6 @@ def _typed_arrays(value: Any) -> Any:
     base64 of the array's bytes, as plotly writes numpy arrays) turned back into numpy arrays, bit for bit."""
     if isinstance(value, dict):
         if set(value) in ({"dtype", "bdata"}, {"dtype", "bdata", "shape"}) and isinstance(value["bdata"], str):
-            import base64  # noqa: PLC0415
-
             array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
             shape = value.get("shape")
             return array.reshape([int(part) for part in str(shape).split(",")]) if shape else array
