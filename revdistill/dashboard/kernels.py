@@ -65,6 +65,16 @@ class PoolAwareKernelManager(AsyncMappingKernelManager):
         super().__init__(**kwargs)
         self._connected: set[str] = set()
         self._unconnected_since: dict[str, float] = {}
+        self._shutting_down: set[str] = set()
+
+    async def shutdown_kernel(self, kernel_id: str, *args: Any, **kwargs: Any) -> None:
+        """Shut ``kernel_id`` down; the culler leaves it alone meanwhile: it stays listed until its process has
+        ended, seconds under load, and a culling round would shut it down a second time."""
+        self._shutting_down.add(kernel_id)
+        try:
+            await super().shutdown_kernel(kernel_id, *args, **kwargs)
+        finally:
+            self._shutting_down.discard(kernel_id)
 
     def notify_connect(self, kernel_id: str) -> None:
         """A page connected to ``kernel_id`` (jupyter_server calls this for every websocket)."""
@@ -95,10 +105,10 @@ class PoolAwareKernelManager(AsyncMappingKernelManager):
         """Cull ``kernel_id`` if idle, but not a kernel whose page has not connected yet within its grace.
 
         A kernel shut down meanwhile (its visitor left while this round was running) is skipped: the round
-        lists the kernels once and awaits between them.
+        lists the kernels once and awaits between them; so is a kernel whose shutdown is still going on.
         """
         kernel = self._kernels.get(kernel_id)
-        if kernel is None:
+        if kernel is None or kernel_id in self._shutting_down:
             return None
         if kernel_id not in self._connected and getattr(kernel, "execution_state", None) != "dead":
             since = self._unconnected_since.setdefault(kernel_id, time.monotonic())
