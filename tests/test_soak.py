@@ -39,7 +39,9 @@ import statistics
 import threading
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -337,8 +339,8 @@ async def _visit(browser, url: str, index: int, start: float, abrupt: bool) -> d
         result["left_s"] = round(time.monotonic() - start, 2)
         messages = result.pop("_kernel_messages", [])
         # ipywidgets' restore: one request for every state, or (no answer within 4 s) one request per widget
-        result["widget_state_requests"] = sum(1 for message in messages if message[1] == "sent"
-                                              and message[3] == "comm_msg" and message[6] == "request_state")
+        result["widget_state_requests"] = sum(1 for frame in messages if frame.way == "sent"
+                                              and frame.kind == "comm_msg" and frame.method == "request_state")
         if result.get("failure"):  # where the page's conversation with its kernel stopped
             result["kernel_messages"] = _unanswered(messages)
             result["kernel_messages"]["tail"] = messages[-30:]
@@ -380,10 +382,22 @@ def _watch_socket(socket, result: dict, start: float) -> None:
         messages = result.setdefault("_kernel_messages", [])
         for direction, what in (("sent", "framesent"), ("received", "framereceived")):
             socket.on(what, lambda payload, direction=direction: messages.append(
-                (round(time.monotonic() - start, 2), direction, *_kernel_message(payload))))
+                Frame(round(time.monotonic() - start, 2), direction, *_kernel_message(payload))))
 
 
 _METHOD = re.compile(rb'"(?:method|execution_state)":\s*"(\w+)"')
+
+
+class Frame(NamedTuple):
+    """One Jupyter message on a page's kernel websocket (:func:`_watch_socket`)."""
+
+    t: float  # seconds since the first visitor arrived
+    way: str  # "sent" by the page or "received" by it
+    channel: str
+    kind: str  # msg_type
+    msg_id: str
+    parent: str  # the parent's msg_id
+    method: str  # a comm message's method, or a status message's execution state
 
 
 def _kernel_message(payload: str | bytes) -> tuple[str, str, str, str, str]:
@@ -405,29 +419,28 @@ def _kernel_message(payload: str | bytes) -> tuple[str, str, str, str, str]:
             found.group(1).decode() if found else "")
 
 
-def _unanswered(messages: list[tuple]) -> dict:
+def _unanswered(messages: list[Frame]) -> dict:
     """The page's requests with no answer: shell/control requests without a reply or without their ``idle``
     status, and widget ``request_state`` messages without an ``update``; with counts of what came and went."""
-    replied = {parent for (_t, way, _c, kind, _m, parent, _x) in messages
-               if way == "received" and kind.endswith("_reply")}
-    idle = {parent for (_t, way, _c, kind, _m, parent, state) in messages
-            if way == "received" and kind == "status" and state == "idle"}
-    updated = {parent for (_t, way, _c, kind, _m, parent, method) in messages
-               if way == "received" and kind == "comm_msg" and method in ("update", "update_states")}
+    received = [frame for frame in messages if frame.way == "received"]
+    replied = {frame.parent for frame in received if frame.kind.endswith("_reply")}
+    idle = {frame.parent for frame in received if frame.kind == "status" and frame.method == "idle"}
+    updated = {frame.parent for frame in received
+               if frame.kind == "comm_msg" and frame.method in ("update", "update_states")}
     missing = []
-    for when, way, channel, kind, msg_id, _parent, method in messages:
-        if way != "sent":
+    for frame in messages:
+        if frame.way != "sent":
             continue
-        if kind.endswith("_request") and (msg_id not in replied or msg_id not in idle):
-            missing.append({"t": when, "msg_type": kind, "reply": msg_id in replied, "idle": msg_id in idle})
-        elif kind == "comm_msg" and method in ("request_state", "request_states") and msg_id not in updated:
-            missing.append({"t": when, "msg_type": f"comm_msg {method}", "reply": False})
-    counts: dict[str, int] = {}
-    for _t, way, _c, kind, _m, _p, method in messages:
-        key = f"{way} {kind}{' ' + method if method and kind == 'comm_msg' else ''}"
-        counts[key] = counts.get(key, 0) + 1
-    return {"unanswered": missing[:40], "unanswered_count": len(missing), "counts": counts,
-            "first_s": messages[0][0] if messages else None, "last_s": messages[-1][0] if messages else None}
+        if frame.kind.endswith("_request") and (frame.msg_id not in replied or frame.msg_id not in idle):
+            missing.append({"t": frame.t, "msg_type": frame.kind, "reply": frame.msg_id in replied,
+                            "idle": frame.msg_id in idle})
+        elif frame.kind == "comm_msg" and frame.method in ("request_state", "request_states") \
+                and frame.msg_id not in updated:
+            missing.append({"t": frame.t, "msg_type": f"comm_msg {frame.method}", "reply": False})
+    counts = Counter(f"{frame.way} {frame.kind} {frame.method}" if frame.kind == "comm_msg" and frame.method
+                     else f"{frame.way} {frame.kind}" for frame in messages)
+    return {"unanswered": missing[:40], "unanswered_count": len(missing), "counts": dict(counts),
+            "first_s": messages[0].t if messages else None, "last_s": messages[-1].t if messages else None}
 
 
 async def _stale_figures(page, before: list) -> list[dict]:
@@ -444,8 +457,11 @@ async def _stale_figures(page, before: list) -> list[dict]:
         await asyncio.sleep(0.25)
 
 
-def _niced_chromium() -> Path:
-    """A launcher that runs :data:`CHROMIUM` at niceness ``BROWSER_NICENESS`` (its renderers inherit it)."""
+def _chromium() -> Path:
+    """:data:`CHROMIUM`, or with ``BROWSER_NICENESS`` set a launcher that runs it at that niceness (its renderers
+    inherit it)."""
+    if BROWSER_NICENESS == 0:
+        return CHROMIUM
     launcher = ARTIFACTS / "chromium-niced"
     ARTIFACTS.mkdir(exist_ok=True)
     launcher.write_text(f'#!/bin/sh\nexec nice -n {BROWSER_NICENESS} {CHROMIUM} "$@"\n')
@@ -455,7 +471,7 @@ def _niced_chromium() -> Path:
 
 async def _visitors(url: str) -> list[dict]:
     async with playwright_async.async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(_niced_chromium()), args=CHROMIUM_FLAGS,
+        browser = await playwright.chromium.launch(executable_path=str(_chromium()), args=CHROMIUM_FLAGS,
                                                    headless=True)
         try:
             start = time.monotonic()
