@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if status.get("code") != package_root():  # a service of another checkout or version: stale code
             print(f"replacing the compute service {status.get('pid')} in {client.directory}: it runs revdistill "
                   f"from {status.get('code', 'an older version')}, this is {package_root()}", file=sys.stderr)
-            client.shutdown()  # the next request waits for it to go (serve.lock), then starts this code's service
+            client.shutdown()  # returns once it has ended: the next request starts this code's service
         print(json.dumps(client.status(), indent=1))
         return 0
     if args.command == "status":

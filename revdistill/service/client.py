@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from revdistill.io.files import file_lock
+from revdistill.io.files import LockBusyError, file_lock
 from revdistill.esm.models.registry import parse_models
 from revdistill.esm.runner import EmbedOptions, LocalEmbedder, ProgressCallback
 from revdistill.service.protocol import (PROTOCOL, Cancelled, ServiceError, authkey, prepare_dir, raise_remote,
@@ -45,6 +45,9 @@ __all__ = ["ServiceClient", "WorkerEmbedder", "ServiceCompute", "LocalCompute", 
 #: "1"/"true"/"yes" makes :func:`make_embedder` (and the dashboard) use the service; "0"/"false"/"no" not.
 USE_SERVICE_ENV = "REVDISTILL_SERVICE"
 _UNREACHABLE = (FileNotFoundError, ConnectionRefusedError, ConnectionResetError, EOFError)
+#: The longest :meth:`ServiceClient.shutdown` waits for the stopped service's process to end (a running embedding
+#: first commits its part).
+SHUTDOWN_WAIT_S = 60.0
 Reply = tuple[dict[str, Any], dict[str, np.ndarray]]
 FractionProgress = Callable[[float, str], None]
 
@@ -166,6 +169,11 @@ class ServiceClient:
             with connection:
                 send(connection, {"op": "shutdown", "protocol": PROTOCOL})
                 receive(connection)
+            # Until its process ends, the stopping service still accepts connections (then drops them): a request
+            # right after this call would get a broken pipe instead of a new service.
+            deadline = time.monotonic() + SHUTDOWN_WAIT_S
+            while _serving(self.directory) and time.monotonic() < deadline:
+                time.sleep(0.05)
         return True
 
     # -------------------------------------------------------------------- internals
@@ -323,3 +331,14 @@ class LocalCompute:
                 progress(fraction, message)
 
         return self.context.run(op, header, arrays, report, key=request_key(op, header, arrays))
+
+
+def _serving(directory: Path) -> bool:
+    """Whether a service process holds ``directory``'s ``serve.lock`` (it does for its lifetime)."""
+    try:
+        with file_lock(directory / "serve.lock", wait=False):
+            return False
+    except LockBusyError:
+        return True
+    except FileNotFoundError:  # the runtime folder was removed: the service exits too
+        return False

@@ -15,7 +15,8 @@ import pytest
 from revdistill.esm.runner import EmbedOptions
 from revdistill.esm.store import EmbeddingStore
 from revdistill.service.client import ServiceClient, WorkerEmbedder
-from revdistill.service.protocol import Cancelled, ServiceError, decode_frame, encode_frame, receive, send
+from revdistill.service.protocol import (PROTOCOL, Cancelled, ServiceError, decode_frame, encode_frame, receive,
+                                         send)
 from revdistill.service.scheduler import Scheduler
 
 from conftest import random_records, wait_until
@@ -242,6 +243,17 @@ def test_start_replaces_a_service_running_another_checkouts_code(tmp_path):
             old.kill()
 
 
+def test_shutdown_returns_once_the_service_has_ended(runtime_dir):
+    """Until its process ends, a stopping service still accepts a connection and then drops it: `shutdown()` waits,
+    so the request that follows starts a new service (`python -m revdistill.service start` replacing a stale
+    service got a broken pipe instead)."""
+    client = ServiceClient(runtime_dir)
+    first = client.status()["pid"]
+    assert client.shutdown()
+    assert _exited(first), f"service {first} still runs after shutdown() returned"
+    assert client.status()["pid"] != first
+
+
 def test_a_service_whose_folder_was_removed_exits(tmp_path):
     """Removing a service's runtime folder (a cleaned cache, a test's temporary folder) leaves no service behind,
     also when it comes right after a shutdown request (whose wake-up connection then finds no socket): nothing
@@ -250,8 +262,10 @@ def test_a_service_whose_folder_was_removed_exits(tmp_path):
         directory = tmp_path / f"svc-{stop_first}"
         client = ServiceClient(directory)
         pid = client.status()["pid"]
-        if stop_first:
-            client.shutdown()
+        if stop_first:  # the request alone: ServiceClient.shutdown() would wait for the service to end
+            with client._connect() as connection:
+                send(connection, {"op": "shutdown", "protocol": PROTOCOL})
+                receive(connection)
         shutil.rmtree(directory)
         deadline = time.monotonic() + 30
         while not _exited(pid):
